@@ -1,0 +1,49 @@
+# The commands people type. Every target sets up .venv first if needed (CPU-only torch).
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+UI_PORT ?= 5000
+UI_HOST ?= 127.0.0.1
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+.PHONY: help install train test test-all lint format ui constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+install: $(STAMP) ## create .venv and install the project with pinned dependencies
+
+train: $(STAMP) ## train one agent on the defaults (overrides: make train ARGS="lr=1e-3 seed=1")
+	$(BIN)/python -m dqn.train $(ARGS)
+
+test: $(STAMP) ## run the test suite (a few minutes; slow tests excluded)
+	$(BIN)/python -m pytest $(ARGS)
+
+test-all: $(STAMP) ## run every test, the slow ones too
+	$(BIN)/python -m pytest -m '' $(ARGS)
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(STAMP) ## ruff fix and format
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)
+	mkdir -p mlruns
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
+
+constraints: $(STAMP) ## re-pin constraints.txt from what .venv has
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(dqn|-e)' | sed 's/+cpu$$//'; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean: ## remove .venv and caches (keeps runs/ and mlruns/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache src/*.egg-info

@@ -1,0 +1,79 @@
+"""Experience replay: a fixed-size ring of transitions, sampled uniformly."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class ExperienceBuffer:
+    """Transitions in preallocated float32 arrays; when full, the oldest is overwritten.
+
+    `sample` returns `(observations, actions, rewards, next_observations, dones)` with
+    shapes (B, *observation_shape), (B, *action_shape), (B, 1), (B, *observation_shape),
+    (B, 1). `done` must mean *terminated*: a time-limit truncation still bootstraps.
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        observation_shape: tuple[int, ...],
+        action_shape: tuple[int, ...] = (1,),
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        self.capacity = int(capacity)
+        self.observations = np.zeros((self.capacity, *observation_shape), dtype=np.float32)
+        self.next_observations = np.zeros((self.capacity, *observation_shape), dtype=np.float32)
+        # Discrete actions are indices: int64 is what torch's gather wants, so no copy per batch.
+        self.actions = np.zeros((self.capacity, *action_shape), dtype=np.int64)
+        self.rewards = np.zeros((self.capacity, 1), dtype=np.float32)
+        self.dones = np.zeros((self.capacity, 1), dtype=np.float32)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.position = 0  # next slot to write
+        self.size = 0
+
+    def append(self, observation, action, reward, next_observation, done) -> None:
+        i = self.position
+        self.observations[i] = observation
+        self.actions[i] = action
+        self.rewards[i] = reward
+        self.next_observations[i] = next_observation
+        self.dones[i] = done
+        self.position = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        """A uniform batch, drawn with replacement (cheap, and unbiased for large buffers)."""
+        idx = self.rng.integers(0, self.size, size=batch_size)
+        return (
+            self.observations[idx],
+            self.actions[idx],
+            self.rewards[idx],
+            self.next_observations[idx],
+            self.dones[idx],
+        )
+
+    def is_filled(self, batch_size: int) -> bool:
+        """True once there are at least `batch_size` transitions to sample from."""
+        return self.size >= batch_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def state_dict(self) -> dict:
+        """Contents and position, for checkpoints (the arrays are only the filled part)."""
+        n = self.size
+        return {
+            "observations": self.observations[:n].copy(),
+            "actions": self.actions[:n].copy(),
+            "rewards": self.rewards[:n].copy(),
+            "next_observations": self.next_observations[:n].copy(),
+            "dones": self.dones[:n].copy(),
+            "position": self.position,
+            "size": self.size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        n = int(state["size"])
+        for key in ("observations", "actions", "rewards", "next_observations", "dones"):
+            getattr(self, key)[:n] = state[key]
+        self.position, self.size = int(state["position"]), n

@@ -1,0 +1,203 @@
+"""Typed configuration: the schema Hydra composes `conf/` into, and its validation.
+
+The dataclasses are plain Python so the algorithm can take them without importing
+Hydra; `register_configs` hands them to Hydra's ConfigStore so a misspelt key or a
+wrong type fails at composition, and `validate` rejects values no type can catch
+(a zero batch size, an epsilon above 1) before any run is started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import gymnasium
+
+
+class Activation(Enum):
+    relu = "relu"
+    tanh = "tanh"
+    elu = "elu"
+    gelu = "gelu"
+
+
+class ScheduleKind(Enum):
+    constant = "constant"
+    linear = "linear"
+    exponential = "exponential"
+
+
+class Device(Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class Loss(Enum):
+    huber = "huber"
+    mse = "mse"
+
+
+@dataclass
+class EnvConfig:
+    id: str = "LunarLander-v3"
+    """Gymnasium environment id."""
+    max_episode_steps: int | None = 500
+    """Training episodes are truncated here (the seed's cap); null keeps the env's own limit."""
+    eval_max_episode_steps: int | None = None
+    """Evaluation episodes are truncated here; null keeps the env's own limit (1000)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for `gymnasium.make` (e.g. enable_wind)."""
+
+
+@dataclass
+class NetworkConfig:
+    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    activation: Activation = Activation.relu
+
+
+@dataclass
+class BufferConfig:
+    capacity: int = 50_000
+    """Transitions kept; the oldest is overwritten when full."""
+
+
+@dataclass
+class ScheduleConfig:
+    """Exploration rate epsilon as a function of the env step."""
+
+    kind: ScheduleKind = ScheduleKind.linear
+    start: float = 1.0
+    end: float = 0.1
+    decay_steps: int = 12_000
+    """linear: steps from start to end; exponential: steps for (epsilon - end) to halve."""
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: str | None = None
+    """null: $MLFLOW_TRACKING_URI if set, else SQLite in <cwd>/mlruns/mlflow.db."""
+    experiment_name: str | None = None
+    """null: $MLFLOW_EXPERIMENT_NAME if set, else `dqn-lunar-lander`."""
+    enabled: bool = True
+    """false trains without tracking (used to measure what tracking costs)."""
+
+
+@dataclass
+class TrainConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    seed: int = 0
+    """Seeds Python, numpy, torch, the env and its action space."""
+    batch_size: int = 128
+    lr: float = 6.3e-4
+    gamma: float = 0.99
+    total_steps: int | None = 100_000
+    """Env-step budget; null trains until max_time."""
+    max_time: float | None = None
+    """Training wall-clock budget in seconds (evaluation excluded); null: no limit."""
+    learning_starts: int = 1_000
+    """Env steps of pure experience collection before the first gradient step."""
+    train_freq: int = 4
+    """Env steps between gradient phases."""
+    gradient_steps: int = 1
+    """Gradient steps per phase."""
+    target_update_interval: int = 250
+    """Env steps between copies of the online network into the target network."""
+    max_grad_norm: float | None = 10.0
+    """Gradient-norm clip; null disables clipping."""
+    loss: Loss = Loss.huber
+    double_q: bool = True
+    """Double DQN: the online network picks the next action, the target network rates it."""
+    eval_every: int = 10_000
+    """Env steps between greedy evaluations; 0 evaluates only at the end."""
+    eval_episodes: int = 10
+    """Greedy episodes per evaluation, on a separate env; 0 disables evaluation."""
+    device: Device = Device.cpu
+    torch_threads: int = 1
+    """Intra-op threads; 1 lets parallel sweep jobs share the cores without fighting."""
+
+
+class ConfigError(ValueError):
+    """A config value that no training should start with."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: allowed {allowed}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Raise ConfigError naming the first bad key, its value and what is allowed."""
+    _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
+    _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
+    _check(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
+    _check(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")
+    _check(cfg.max_time is None or cfg.max_time > 0, "max_time", cfg.max_time, "seconds > 0 or null")
+    _check(
+        cfg.total_steps is not None or cfg.max_time is not None,
+        "total_steps",
+        cfg.total_steps,
+        "an integer >= 1 when max_time is null (training needs a budget)",
+    )
+    for key in ("learning_starts", "eval_every", "eval_episodes"):
+        _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
+    for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads"):
+        _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
+    _check(
+        cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "max_grad_norm", cfg.max_grad_norm, "a float > 0 or null"
+    )
+    _check(
+        cfg.buffer.capacity >= cfg.batch_size,
+        "buffer.capacity",
+        cfg.buffer.capacity,
+        f"an integer >= batch_size ({cfg.batch_size})",
+    )
+    _check(
+        bool(cfg.network.hidden_sizes) and all(n > 0 for n in cfg.network.hidden_sizes),
+        "network.hidden_sizes",
+        cfg.network.hidden_sizes,
+        "a non-empty list of integers >= 1",
+    )
+    _validate_schedule(cfg.schedule)
+    _validate_env(cfg.env)
+    _validate_device(cfg.device)
+
+
+def _validate_schedule(s: ScheduleConfig) -> None:
+    for key in ("start", "end"):
+        value = getattr(s, key)
+        _check(0 <= value <= 1, f"schedule.{key}", value, "an epsilon in [0, 1]")
+    if s.kind is not ScheduleKind.constant:
+        _check(s.end <= s.start, "schedule.end", s.end, f"an epsilon <= schedule.start ({s.start}) for a decay")
+        _check(s.decay_steps >= 1, "schedule.decay_steps", s.decay_steps, "an integer >= 1")
+
+
+def _validate_env(env: EnvConfig) -> None:
+    if env.id not in gymnasium.registry:
+        known = [k for k in gymnasium.registry if not k.startswith(("ALE/", "phys2d/", "tabular/"))]
+        sample = ", ".join(sorted(k for k in known if "Lunar" in k) + sorted(known)[:5])
+        _check(False, "env.id", env.id, f"a registered gymnasium id such as {sample}")
+    for key in ("max_episode_steps", "eval_max_episode_steps"):
+        value = getattr(env, key)
+        _check(value is None or value >= 1, f"env.{key}", value, "an integer >= 1 or null")
+
+
+def _validate_device(device: Device) -> None:
+    import torch
+
+    if device is Device.cuda and not torch.cuda.is_available():
+        _check(False, "device", "cuda", "cpu or auto here: no CUDA GPU is visible to torch")
+
+
+def register_configs() -> None:
+    """Store the schema as `train_schema`; `conf/train.yaml` lists it first in its defaults,
+    so every group option is merged into (and checked against) a typed node."""
+    from hydra.core.config_store import ConfigStore  # here, so the algorithm can import this module without Hydra
+
+    ConfigStore.instance().store(name="train_schema", node=TrainConfig)

@@ -1,0 +1,112 @@
+"""The action-value network Q(s, .) and the one gradient step that fits it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+DEFAULT_HIDDEN_SIZES = (256, 256)
+
+
+def mlp(n_inputs: int, n_outputs: int, hidden_sizes: Sequence[int], activation: str) -> nn.Sequential:
+    """A plain MLP: Linear -> activation for each hidden size, then a linear head."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers += [nn.Linear(n_inputs, size), ACTIVATIONS[activation]()]
+        n_inputs = size
+    layers.append(nn.Linear(n_inputs, n_outputs))
+    return nn.Sequential(*layers)
+
+
+class ActionValueEstimator:
+    """Q(s, a) for a Box observation space and a Discrete action space.
+
+    `predict` and `train` take and return numpy (one observation or a batch), the
+    vocabulary of the exercise; torch stays inside. On CPU the conversions are
+    zero-copy views, so the training loop pays nothing for them.
+    """
+
+    def __init__(
+        self,
+        env: gymnasium.Env,
+        hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES,
+        activation: str = "relu",
+        lr: float = 6.3e-4,
+        loss: str = "huber",
+        max_grad_norm: float | None = 10.0,
+        device: str = "cpu",
+    ) -> None:
+        self.n_inputs = int(np.prod(env.observation_space.shape))
+        self.n_actions = int(env.action_space.n)
+        self.lr, self.loss_name, self.max_grad_norm = lr, loss, max_grad_norm
+        self.device = torch.device(device)
+        self._build(list(hidden_sizes), activation)
+
+    def _build(self, hidden_sizes: list[int], activation: str) -> None:
+        self.hidden_sizes, self.activation = hidden_sizes, activation
+        self.network = mlp(self.n_inputs, self.n_actions, hidden_sizes, activation).to(self.device)
+        # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA.
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr, fused=True)
+        self.loss_fn = nn.SmoothL1Loss() if self.loss_name == "huber" else nn.MSELoss()
+
+    def _tensor(self, array) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=torch.float32, device=self.device)
+
+    def q_values(self, observations) -> torch.Tensor:
+        """Action values as a tensor, without gradient: shape (B, n_actions) or (n_actions,)."""
+        with torch.no_grad():
+            return self.network(self._tensor(observations))
+
+    def predict(self, observations) -> np.ndarray:
+        """Action values as numpy: (n_actions,) for one observation, (B, n_actions) for a batch."""
+        return self.q_values(observations).cpu().numpy()
+
+    def greedy_action(self, observation) -> int:
+        """argmax_a Q(observation, a) for a single observation; the per-step hot path."""
+        with torch.inference_mode():
+            return int(self.network(self._tensor(observation)).argmax())
+
+    def train(self, observations, actions, target_values) -> float:
+        """One gradient step pulling Q(observations, actions) toward target_values; returns the loss."""
+        actions = torch.as_tensor(actions, device=self.device).long().reshape(-1, 1)
+        predicted = self.network(self._tensor(observations)).gather(1, actions)
+        loss = self.loss_fn(predicted, self._tensor(target_values).reshape(-1, 1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.max_grad_norm is not None:
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
+        self.optimizer.step()
+        return loss.item()
+
+    def copy(self) -> ActionValueEstimator:
+        """An independent copy (the target network starts as one)."""
+        return copy.deepcopy(self)
+
+    def sync_from(self, other: ActionValueEstimator) -> None:
+        """Overwrite these weights with `other`'s (the periodic target-network update)."""
+        self.network.load_state_dict(other.network.state_dict())
+
+    def save_weights(self, path: str | Path) -> None:
+        """Weights plus the architecture, so a default-constructed estimator can load them."""
+        torch.save(
+            {
+                "state_dict": self.network.state_dict(),
+                "hidden_sizes": self.hidden_sizes,
+                "activation": self.activation,
+            },
+            path,
+        )
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load weights saved by `save_weights`, rebuilding the network if its shape differs."""
+        saved = torch.load(path, map_location=self.device, weights_only=True)
+        if (saved["hidden_sizes"], saved["activation"]) != (self.hidden_sizes, self.activation):
+            self._build(list(saved["hidden_sizes"]), saved["activation"])
+        self.network.load_state_dict(saved["state_dict"])

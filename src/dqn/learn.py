@@ -1,0 +1,140 @@
+"""Deep Q-learning with experience replay (Mnih et al. 2013), top to bottom.
+
+On top of the paper's algorithm box: a target network, Double DQN, Huber loss and
+gradient clipping (each switchable), learning starts and a train frequency, and
+time-limit truncation treated as a cut, not an end (truncated transitions bootstrap).
+Everything that is not the algorithm arrives through `log(metrics, step)`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from dqn.agent import compute_target_values, evaluate_episodes, select_action
+from dqn.buffer import ExperienceBuffer
+from dqn.config import Device, TrainConfig
+from dqn.environment import make_env
+from dqn.estimator import ActionValueEstimator
+from dqn.schedules import make_schedule
+
+LogFn = Callable[[dict[str, float], int], None]
+EVAL_SEED_OFFSET = 1_000_000  # evaluation starts never coincide with training starts
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, numpy and torch; return the generator the loop draws from."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def resolve_device(device: Device) -> str:
+    if device is Device.auto:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device.value
+
+
+class Stopwatch:
+    """Training seconds: wall time minus the time spent in evaluation."""
+
+    def __init__(self) -> None:
+        self.start, self.paused_seconds = time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused_seconds
+
+    def exclude(self, since: float) -> None:
+        self.paused_seconds += time.perf_counter() - since
+
+
+def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionValueEstimator:
+    """Train a Q-network on `cfg.env` until `total_steps` env steps or `max_time` seconds."""
+    rng = seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.torch_threads)
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps, **cfg.env.kwargs)
+    eval_env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps, **cfg.env.kwargs)
+    env.action_space.seed(cfg.seed)
+
+    q = ActionValueEstimator(
+        env,
+        cfg.network.hidden_sizes,
+        cfg.network.activation.value,
+        lr=cfg.lr,
+        loss=cfg.loss.value,
+        max_grad_norm=cfg.max_grad_norm,
+        device=resolve_device(cfg.device),
+    )
+    q_target = q.copy()
+    buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
+    epsilon = make_schedule(cfg.schedule.kind.value, cfg.schedule.start, cfg.schedule.end, cfg.schedule.decay_steps)
+    clock = Stopwatch()
+
+    def evaluation(step: int) -> None:
+        since = time.perf_counter()
+        episodes = evaluate_episodes(q, eval_env, cfg.eval_episodes, cfg.seed + EVAL_SEED_OFFSET)
+        clock.exclude(since)
+        scores = [e.score for e in episodes]
+        metrics = {
+            "eval_return_mean": float(np.mean(scores)),
+            "eval_return_std": float(np.std(scores)),
+            "eval_length_mean": float(np.mean([e.length for e in episodes])),
+            "eval_truncated_fraction": float(np.mean([e.truncated for e in episodes])),
+            "train_seconds": clock.seconds(),
+        }
+        log(metrics, step)
+
+    def budget_left(step: int) -> bool:
+        return (cfg.total_steps is None or step < cfg.total_steps) and (
+            cfg.max_time is None or clock.seconds() < cfg.max_time
+        )
+
+    step, last_eval = 0, -1
+    observation, _ = env.reset(seed=cfg.seed)
+    episode_return, episode_length, losses = 0.0, 0, []
+    while budget_left(step):
+        step += 1
+        eps = epsilon(step)
+        action = select_action(env, q, observation, eps, rng)
+        next_observation, reward, terminated, truncated, _ = env.step(action)
+        buffer.append(observation, action, reward, next_observation, terminated)
+        observation = next_observation
+        episode_return += float(reward)
+        episode_length += 1
+
+        if step > cfg.learning_starts and step % cfg.train_freq == 0 and buffer.is_filled(cfg.batch_size):
+            for _ in range(cfg.gradient_steps):
+                obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)
+                online = q if cfg.double_q else None
+                targets = compute_target_values(q_target, rewards, next_obs, dones, cfg.gamma, online)
+                losses.append(q.train(obs, actions, targets))
+        if step % cfg.target_update_interval == 0:
+            q_target.sync_from(q)
+
+        if terminated or truncated:
+            metrics = {
+                "episode_return": episode_return,
+                "episode_length": float(episode_length),
+                "epsilon": eps,
+                "steps_per_second": step / clock.seconds(),
+            }
+            if losses:
+                metrics["loss"] = float(np.mean(losses))
+            log(metrics, step)
+            observation, _ = env.reset()
+            episode_return, episode_length, losses = 0.0, 0, []
+
+        if cfg.eval_episodes and cfg.eval_every and step % cfg.eval_every == 0:
+            evaluation(step)
+            last_eval = step
+
+    if cfg.eval_episodes and last_eval != step:
+        evaluation(step)
+    env.close()
+    eval_env.close()
+    return q
