@@ -67,7 +67,7 @@ def train(cfg: DictConfig) -> float | None:
     ) as recorder:
         log.info("run %s (%s) tracked at %s", recorder.run_id, name, uri)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True)))
+        recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
         recorder.log_artifact(out_dir / "config.yaml")
         progress = Progress(settings.total_steps)
 
