@@ -30,36 +30,64 @@ def test_get_or_create_experiment_is_idempotent(store):
     assert tracking.get_or_create_experiment(client, "exp") == first
 
 
+def new_recorder(store: str) -> tracking.Recorder:
+    client, experiment_id = tracking.open_store(store, "exp")
+    run = client.create_run(experiment_id, run_name="r", tags={"a": "b"})
+    return tracking.Recorder(client, run.info.run_id, flush_seconds=3600)  # nothing written until the end
+
+
 def test_recorder_batches_and_loses_nothing(store):
-    with tracking.tracked_run(store, "exp", "r", {"a": "b"}) as recorder:
-        recorder.flush_seconds = 3600  # nothing is written until the end
+    with tracking.ended(new_recorder(store)) as recorder:
         for step in range(1, 1501):
             recorder.log({"episode_return": float(step), "epsilon": 0.5}, step)
-        run_id = recorder.run_id
-        assert MlflowClient(store).get_metric_history(run_id, "episode_return") == []
+        assert MlflowClient(store).get_metric_history(recorder.run_id, "episode_return") == []
     client = MlflowClient(store)
-    history = client.get_metric_history(run_id, "episode_return")
+    history = client.get_metric_history(recorder.run_id, "episode_return")
     assert sorted((m.step, m.value) for m in history) == [(s, float(s)) for s in range(1, 1501)]
-    run = client.get_run(run_id)
+    run = client.get_run(recorder.run_id)
     assert run.info.status == "FINISHED" and run.data.tags["a"] == "b" and run.info.run_name == "r"
 
 
 @pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
 def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, error, status):
-    with pytest.raises(error), tracking.tracked_run(store, "exp", "r", {}) as recorder:
-        recorder.flush_seconds = 3600
+    recorder = new_recorder(store)
+    with pytest.raises(error), tracking.ended(recorder):
         recorder.log({"loss": 1.0}, 7)
-        run_id = recorder.run_id
         raise error("stop")
     client = MlflowClient(store)
-    run = client.get_run(run_id)
+    run = client.get_run(recorder.run_id)
     assert run.info.status == status
-    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(7, 1.0)]
-    assert run.data.tags["end_reason"]
+    assert [(m.step, m.value) for m in client.get_metric_history(recorder.run_id, "loss")] == [(7, 1.0)]
+    assert "stop" in run.data.tags["end_reason"]
 
 
-def test_disabled_tracking_keeps_history_and_writes_nothing(project):
-    with tracking.tracked_run("sqlite:///nowhere/x.db", "exp", "r", {}, enabled=False) as recorder:
+def test_reopened_run_continues_without_duplicates(store):
+    recorder = new_recorder(store)
+    with pytest.raises(KeyboardInterrupt), tracking.ended(recorder):
+        for step in (10, 20, 30):
+            recorder.log({"loss": float(step)}, step)
+        raise KeyboardInterrupt
+    again = tracking.Recorder.reopen(MlflowClient(store), recorder.run_id)
+    assert MlflowClient(store).get_run(recorder.run_id).info.status == "RUNNING"
+    with tracking.ended(again):
+        for step in (20, 30, 40):  # a replay from a checkpoint at step 15 re-logs 20 and 30
+            again.log({"loss": float(step)}, step)
+    history = MlflowClient(store).get_metric_history(recorder.run_id, "loss")
+    assert sorted(m.step for m in history) == [10, 20, 30, 40]
+    assert again.history["loss"] == [(10, 10.0), (20, 20.0), (30, 30.0), (40, 40.0)]
+
+
+def test_unreachable_server_fails_in_seconds():
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailable, match="127.0.0.1:9"):
+        tracking.open_store("http://127.0.0.1:9", "exp")
+    assert time.monotonic() - start < 10
+
+
+def test_disabled_tracking_keeps_history_and_writes_nothing():
+    recorder = tracking.Recorder(None, None)
+    with tracking.ended(recorder):
         recorder.log({"loss": 2.0}, 1)
     assert recorder.history["loss"] == [(1, 2.0)]
-    assert not (project / "nowhere").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 class ExperienceBuffer:
@@ -60,20 +61,15 @@ class ExperienceBuffer:
         return self.size
 
     def state_dict(self) -> dict:
-        """Contents and position, for checkpoints (the arrays are only the filled part)."""
-        n = self.size
-        return {
-            "observations": self.observations[:n].copy(),
-            "actions": self.actions[:n].copy(),
-            "rewards": self.rewards[:n].copy(),
-            "next_observations": self.next_observations[:n].copy(),
-            "dones": self.dones[:n].copy(),
-            "position": self.position,
-            "size": self.size,
-        }
+        """The filled part as tensors (loadable with torch's weights-only mode), and the position."""
+        state: dict = {key: torch.from_numpy(getattr(self, key)[: self.size].copy()) for key in _ARRAYS}
+        return state | {"position": self.position, "size": self.size}
 
     def load_state_dict(self, state: dict) -> None:
         n = int(state["size"])
-        for key in ("observations", "actions", "rewards", "next_observations", "dones"):
-            getattr(self, key)[:n] = state[key]
+        for key in _ARRAYS:
+            getattr(self, key)[:n] = np.asarray(state[key])
         self.position, self.size = int(state["position"]), n
+
+
+_ARRAYS = ("observations", "actions", "rewards", "next_observations", "dones")

@@ -121,6 +121,12 @@ class TrainConfig:
     device: Device = Device.cpu
     torch_threads: int = 1
     """Intra-op threads; 1 lets parallel sweep jobs share the cores without fighting."""
+    checkpoint_every: int = 25_000
+    """Env steps between checkpoints (taken at the next episode end); 0: only at the end."""
+    checkpoint_buffer: bool = True
+    """Store the replay buffer in checkpoints; without it a resumed run refills it and diverges."""
+    resume: str | None = None
+    """A KILLED or FAILED run's id: continue it from its last checkpoint, into the same MLflow run."""
 
 
 class ConfigError(ValueError):
@@ -145,7 +151,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.total_steps,
         "an integer >= 1 when max_time is null (training needs a budget)",
     )
-    for key in ("learning_starts", "eval_every", "eval_episodes"):
+    for key in ("learning_starts", "eval_every", "eval_episodes", "checkpoint_every"):
         _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
     for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")

@@ -3,14 +3,19 @@
 On top of the paper's algorithm box: a target network, Double DQN, Huber loss and
 gradient clipping (each switchable), learning starts and a train frequency, and
 time-limit truncation treated as a cut, not an end (truncated transitions bootstrap).
-Everything that is not the algorithm arrives through `log(metrics, step)`.
+Everything that is not the algorithm arrives through `log(metrics, step)` and `save(state)`.
+
+Checkpoints are taken at episode ends, before the next reset: with the RNG states
+they hold, a resumed run replays exactly what an uninterrupted one would have done.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +28,20 @@ from dqn.estimator import ActionValueEstimator
 from dqn.schedules import make_schedule
 
 LogFn = Callable[[dict[str, float], int], None]
+SaveFn = Callable[[dict[str, Any]], None]
 EVAL_SEED_OFFSET = 1_000_000  # evaluation starts never coincide with training starts
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The TD loss became NaN or infinite: training has diverged."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on request (a signal) at an episode end, after a checkpoint."""
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint made with a config whose shapes differ from this one's."""
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -43,8 +61,8 @@ def resolve_device(device: Device) -> str:
 class Stopwatch:
     """Training seconds: wall time minus the time spent in evaluation."""
 
-    def __init__(self) -> None:
-        self.start, self.paused_seconds = time.perf_counter(), 0.0
+    def __init__(self, already: float = 0.0) -> None:
+        self.start, self.paused_seconds = time.perf_counter() - already, 0.0
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start - self.paused_seconds
@@ -53,8 +71,18 @@ class Stopwatch:
         self.paused_seconds += time.perf_counter() - since
 
 
-def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionValueEstimator:
-    """Train a Q-network on `cfg.env` until `total_steps` env steps or `max_time` seconds."""
+def learn(
+    cfg: TrainConfig,
+    log: LogFn = lambda metrics, step: None,
+    save: SaveFn | None = None,
+    resume: dict[str, Any] | None = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> ActionValueEstimator:
+    """Train a Q-network on `cfg.env` until `total_steps` env steps or `max_time` seconds.
+
+    `save` receives a checkpoint every `checkpoint_every` steps, at the end, and when
+    `stop_requested()` turns true (then `Stopped` is raised); `resume` is such a checkpoint.
+    """
     rng = seed_everything(cfg.seed)
     torch.set_num_threads(cfg.torch_threads)
     env = make_env(cfg.env.id, cfg.env.max_episode_steps, **cfg.env.kwargs)
@@ -73,7 +101,6 @@ def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionVa
     q_target = q.copy()
     buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
     epsilon = make_schedule(cfg.schedule.kind.value, cfg.schedule.start, cfg.schedule.end, cfg.schedule.decay_steps)
-    clock = Stopwatch()
 
     def evaluation(step: int) -> None:
         since = time.perf_counter()
@@ -89,14 +116,38 @@ def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionVa
         }
         log(metrics, step)
 
+    def snapshot() -> dict[str, Any]:
+        return {
+            "shapes": shapes(cfg, env),
+            "step": step,
+            "last_eval": last_eval,
+            "train_seconds": clock.seconds(),
+            "q": q.network.state_dict(),
+            "q_target": q_target.network.state_dict(),
+            "optimizer": q.optimizer.state_dict(),
+            "buffer": buffer.state_dict() if cfg.checkpoint_buffer else None,
+            "rng": {
+                "loop": rng.bit_generator.state,
+                "env": env.unwrapped.np_random.bit_generator.state,
+                "action_space": env.action_space.np_random.bit_generator.state,
+                "torch": torch.get_rng_state(),
+            },
+        }
+
     def budget_left(step: int) -> bool:
         return (cfg.total_steps is None or step < cfg.total_steps) and (
             cfg.max_time is None or clock.seconds() < cfg.max_time
         )
 
-    step, last_eval = 0, -1
-    observation, _ = env.reset(seed=cfg.seed)
+    if resume is None:
+        step, last_eval, clock = 0, -1, Stopwatch()
+        observation, _ = env.reset(seed=cfg.seed)
+    else:
+        step, last_eval, clock = restore(resume, cfg, env, q, q_target, buffer, rng)
+        observation, _ = env.reset()  # the restored env RNG gives the start an unbroken run would get
+    next_checkpoint = step + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
     episode_return, episode_length, losses = 0.0, 0, []
+
     while budget_left(step):
         step += 1
         eps = epsilon(step)
@@ -112,9 +163,16 @@ def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionVa
                 obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)
                 online = q if cfg.double_q else None
                 targets = compute_target_values(q_target, rewards, next_obs, dones, cfg.gamma, online)
-                losses.append(q.train(obs, actions, targets))
+                loss = q.train(obs, actions, targets)
+                if not math.isfinite(loss):
+                    raise NonFiniteLoss(f"loss became {loss} at step {step}")
+                losses.append(loss)
         if step % cfg.target_update_interval == 0:
             q_target.sync_from(q)
+
+        if cfg.eval_episodes and cfg.eval_every and step % cfg.eval_every == 0:
+            evaluation(step)
+            last_eval = step
 
         if terminated or truncated:
             metrics = {
@@ -126,15 +184,50 @@ def learn(cfg: TrainConfig, log: LogFn = lambda metrics, step: None) -> ActionVa
             if losses:
                 metrics["loss"] = float(np.mean(losses))
             log(metrics, step)
+            stop = stop_requested()
+            if save is not None and (stop or step >= next_checkpoint):
+                save(snapshot())
+                next_checkpoint = step + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
+            if stop:
+                raise Stopped(f"stopped at step {step}")
             observation, _ = env.reset()
             episode_return, episode_length, losses = 0.0, 0, []
 
-        if cfg.eval_episodes and cfg.eval_every and step % cfg.eval_every == 0:
-            evaluation(step)
-            last_eval = step
-
     if cfg.eval_episodes and last_eval != step:
         evaluation(step)
+        last_eval = step
+    if save is not None:
+        save(snapshot())
     env.close()
     eval_env.close()
     return q
+
+
+def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
+    """What a checkpoint's tensors depend on; resuming under other values cannot work."""
+    return {
+        "env.id": cfg.env.id,
+        "observation_shape": list(env.observation_space.shape),
+        "n_actions": int(env.action_space.n),
+        "network.hidden_sizes": list(cfg.network.hidden_sizes),
+        "network.activation": cfg.network.activation.value,
+        "buffer.capacity": cfg.buffer.capacity,
+    }
+
+
+def restore(state, cfg, env, q, q_target, buffer, rng) -> tuple[int, int, Stopwatch]:
+    """Put a checkpoint back into freshly built parts; return (step, last_eval, clock)."""
+    expected = shapes(cfg, env)
+    for key, value in state["shapes"].items():
+        if expected[key] != value:
+            raise CheckpointMismatch(f"checkpoint made with {key}={value!r}; this config has {expected[key]!r}")
+    q.network.load_state_dict(state["q"])
+    q_target.network.load_state_dict(state["q_target"])
+    q.optimizer.load_state_dict(state["optimizer"])
+    if state["buffer"] is not None:
+        buffer.load_state_dict(state["buffer"])
+    rng.bit_generator.state = state["rng"]["loop"]
+    env.unwrapped.np_random.bit_generator.state = state["rng"]["env"]
+    env.action_space.np_random.bit_generator.state = state["rng"]["action_space"]
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"]), int(state["last_eval"]), Stopwatch(already=float(state["train_seconds"]))

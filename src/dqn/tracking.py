@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import requests
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.exceptions import MlflowException
@@ -75,10 +76,39 @@ def git_commit(cwd: Path) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+class TrackingUnavailable(RuntimeError):
+    """The tracking store cannot be reached or opened."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not after training, when a tracking server does not answer."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout).raise_for_status()
+    except requests.RequestException as error:
+        raise TrackingUnavailable(
+            f"MLFLOW_TRACKING_URI={uri!r} is unreachable ({type(error).__name__}): allowed a running MLflow "
+            "server, a sqlite:/// URI, or unset for the embedded store"
+        ) from None
+
+
+def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client for `uri` and the id of `experiment` in it (created if needed)."""
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    artifacts = None
+    if uri.startswith("sqlite:///"):  # keep the embedded store's artifacts beside its database
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+    return client, get_or_create_experiment(client, experiment, artifacts)
+
+
 class Recorder:
     """Buffers metrics and writes them in batches; keeps every value for the learning curve.
 
-    With `client=None` it only keeps the history (tracking switched off).
+    With `client=None` it only keeps the history (tracking switched off). A value at or
+    before a step already logged for its key is dropped, so a resumed run that replays
+    steps after its checkpoint adds no duplicates.
     """
 
     def __init__(self, client: MlflowClient | None, run_id: str | None, flush_seconds: float = 5.0) -> None:
@@ -87,10 +117,23 @@ class Recorder:
         self.pending: list[Metric] = []
         self.last_flush = time.monotonic()
 
+    @classmethod
+    def reopen(cls, client: MlflowClient, run_id: str) -> Recorder:
+        """A recorder continuing an existing run, its metric history loaded."""
+        recorder = cls(client, run_id)
+        for key in client.get_run(run_id).data.metrics:
+            metrics = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+            recorder.history[key] = [(m.step, m.value) for m in metrics]
+        client.update_run(run_id, status="RUNNING")
+        return recorder
+
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         timestamp = int(time.time() * 1000)
         for key, value in metrics.items():
-            self.history[key].append((step, float(value)))
+            history = self.history[key]
+            if history and step <= history[-1][0]:
+                continue
+            history.append((step, float(value)))
             self.pending.append(Metric(key, float(value), timestamp, step))
         if time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
@@ -120,30 +163,21 @@ class Recorder:
 
 
 @contextmanager
-def tracked_run(
-    uri: str, experiment: str, run_name: str, tags: Mapping[str, str], enabled: bool = True
-) -> Iterator[Recorder]:
-    """One MLflow run around a job, ended FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED.
+def ended(recorder: Recorder) -> Iterator[Recorder]:
+    """End the recorder's run FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED, whatever happens inside.
 
     Buffered metrics are written before the status, so an interrupted run keeps all it logged.
     """
-    if not enabled:
-        yield Recorder(None, None)
+    if recorder.client is None:
+        yield recorder
         return
-    client = MlflowClient(tracking_uri=uri)
-    artifacts = None
-    if uri.startswith("sqlite:///"):  # keep the embedded store's artifacts beside its database
-        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    experiment_id = get_or_create_experiment(client, experiment, artifacts)
-    run = client.create_run(experiment_id, run_name=run_name, tags=dict(tags))
-    recorder = Recorder(client, run.info.run_id)
     status = RunStatus.FAILED
     try:
         yield recorder
         status = RunStatus.FINISHED
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as error:
         status = RunStatus.KILLED
-        recorder.set_tag("end_reason", "interrupted")
+        recorder.set_tag("end_reason", str(error) or "interrupted")
         raise
     except BaseException as error:
         recorder.set_tag("end_reason", f"{type(error).__name__}: {error}"[:5000])
@@ -152,4 +186,4 @@ def tracked_run(
         try:
             recorder.flush()
         finally:
-            client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+            recorder.client.set_terminated(recorder.run_id, RunStatus.to_string(status))

@@ -1,6 +1,7 @@
 """`python -m dqn.train`: compose the config, validate it, train one agent inside one MLflow run.
 
 Sweeps are Hydra's: `python -m dqn.train -m batch_size=128,256 lr=1e-4,5e-4`.
+`python -m dqn.train resume=<run_id>` continues a KILLED or FAILED run from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -9,20 +10,37 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from dqn import tracking
 from dqn.config import ConfigError, TrainConfig, register_configs, validate
-from dqn.learn import learn
+from dqn.learn import CheckpointMismatch, learn
 from dqn.plots import learning_curve
 from dqn.progress import Progress
+from dqn.sweep import group_name, read_sweep
 
 log = logging.getLogger("dqn")
 register_configs()
+CHECKPOINT = "checkpoint.pt"
+
+
+class ResumeError(ValueError):
+    """`resume=` names a run that cannot be continued."""
+
+
+USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, tracking.TrackingUnavailable)
 
 
 def run_name(overrides: list[str], seed: int) -> str:
@@ -33,42 +51,100 @@ def run_name(overrides: list[str], seed: int) -> str:
     return ",".join(parts)[:250]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+@contextmanager
+def stop_signals() -> Iterator[Callable[[], bool]]:
+    """The first Ctrl-C or SIGTERM (a cluster's preemption) asks training to stop at the end of
+    the current episode, checkpointed; a second one stops at once."""
+    requested = threading.Event()
 
+    def handler(signum: int, frame: object) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} twice: stopped at once")
+        requested.set()
+        log.warning("%s: stopping at the end of this episode (again to stop at once)", signal.Signals(signum).name)
 
-def train(cfg: DictConfig) -> float | None:
-    """Train one agent as `cfg` says; return its final greedy evaluation mean (the sweep objective)."""
-    settings: TrainConfig = OmegaConf.to_object(cfg)
+    if threading.current_thread() is not threading.main_thread():
+        yield requested.is_set
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        validate(settings)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        yield requested.is_set
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
-    hydra_cfg = HydraConfig.get()
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
+
+def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Path) -> tuple[DictConfig, dict]:
+    """The run's own config (with this command's key=value overrides on top) and its last checkpoint."""
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ResumeError(f"resume={run_id!r}: no such run in the tracking store") from None
+    if run.info.status not in ("KILLED", "FAILED"):
+        raise ResumeError(f"resume={run_id!r} is {run.info.status}: allowed a KILLED or FAILED run")
+    try:
+        config_file = client.download_artifacts(run_id, "config.yaml", str(out_dir))
+        checkpoint_file = client.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(out_dir))
+    except (MlflowException, OSError):
+        raise ResumeError(f"resume={run_id!r}: the run has no checkpoint to continue from") from None
+    extra = [o for o in overrides if not o.startswith(("resume=", "hydra", "+hydra"))]
+    try:
+        cfg = OmegaConf.merge(
+            OmegaConf.structured(TrainConfig), OmegaConf.load(config_file), OmegaConf.from_dotlist(extra)
+        )
+    except OmegaConfBaseException as error:
+        raise ResumeError(f"resume={run_id!r}: cannot apply {extra}: {str(error).splitlines()[0]}") from None
+    cfg.resume = run_id
+    return cfg, torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+
+
+def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path):
+    """The job's recorder (a new run, or the resumed one), its config and its resume checkpoint."""
+    if not settings.mlflow.enabled:
+        return tracking.Recorder(None, None), cfg, None
     root = Path.cwd()
+    uri = tracking.tracking_uri(settings.mlflow.tracking_uri, root)
+    client, experiment_id = tracking.open_store(uri, tracking.experiment_name(settings.mlflow.experiment_name))
+    overrides = list(hydra_cfg.overrides.task)
+    if settings.resume:
+        cfg, checkpoint = resumed(client, settings.resume, overrides, out_dir)
+        validate(OmegaConf.to_object(cfg))
+        return tracking.Recorder.reopen(client, settings.resume), cfg, checkpoint
     commit = tracking.git_commit(root)
     tags = {
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
         "hydra_overrides": " ".join(overrides),
         "output_dir": str(out_dir.resolve()),
+        "dqn.role": "job",
+        "group": group_name(overrides),
     }
-    uri = tracking.tracking_uri(settings.mlflow.tracking_uri, root)
-    name = run_name(overrides, settings.seed)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)  # SLURM preemption ends the run as KILLED, like Ctrl-C
+    sweep = read_sweep(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if sweep is not None:
+        tags |= {"mlflow.parentRunId": sweep["parent_run_id"], "sweep_id": sweep["sweep_id"]}
+    run = client.create_run(experiment_id, run_name=run_name(overrides, settings.seed), tags=tags)
+    log.info("run %s (%s) tracked at %s", run.info.run_id, run.info.run_name, uri)
+    return tracking.Recorder(client, run.info.run_id), cfg, None
 
-    with tracking.tracked_run(
-        uri, tracking.experiment_name(settings.mlflow.experiment_name), name, tags, settings.mlflow.enabled
-    ) as recorder:
-        log.info("run %s (%s) tracked at %s", recorder.run_id, name, uri)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-        recorder.log_artifact(out_dir / "config.yaml")
+
+def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
+    """Validate, open the run, train, store the results; the run ends however this ends."""
+    validate(OmegaConf.to_object(cfg))
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    recorder, cfg, checkpoint = open_run(cfg, OmegaConf.to_object(cfg), hydra_cfg, out_dir)
+    settings: TrainConfig = OmegaConf.to_object(cfg)
+
+    def save(state: dict) -> None:
+        torch.save(state, out_dir / CHECKPOINT)
+        recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
+
+    with tracking.ended(recorder), stop_signals() as stop_requested:
+        if checkpoint is None:
+            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+            recorder.log_artifact(out_dir / "config.yaml")
+        else:
+            recorder.set_tag("resumed_from_step", str(checkpoint["step"]))
         progress = Progress(settings.total_steps)
 
         def record(metrics: dict[str, float], step: int) -> None:
@@ -76,7 +152,7 @@ def train(cfg: DictConfig) -> float | None:
             progress.update(metrics, step)
 
         try:
-            estimator = learn(settings, record)
+            estimator = learn(settings, record, save, checkpoint, stop_requested)
         finally:
             progress.close()
         estimator.save_weights(out_dir / "lunar-dqn.pth")
@@ -88,6 +164,25 @@ def train(cfg: DictConfig) -> float | None:
     final = evals[-1][1] if evals else None
     log.info("done: final greedy evaluation mean %s; outputs in %s", final, out_dir)
     return final
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train one agent as `cfg` says; return its final greedy evaluation mean (the sweep objective).
+
+    Bad input exits 2 with one line and no run. In a multirun, a job that fails is recorded
+    as FAILED and the sweep goes on (the sweep reports the failures at its end).
+    """
+    hydra_cfg = HydraConfig.get()
+    try:
+        return run_job(cfg, hydra_cfg)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except Exception:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        log.exception("job %s failed; the sweep goes on", hydra_cfg.job.num)
+        return None
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

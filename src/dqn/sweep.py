@@ -1,0 +1,99 @@
+"""Hydra multiruns in MLflow: one parent run per sweep, each job a child run tagged with its group.
+
+The parent is made in the launching process (`on_multirun_start`) and announced to the
+jobs through `<sweep dir>/sweep.json`, which every launcher's jobs can read (local
+processes, submitit, a cluster's shared filesystem). At the end the parent gets the
+comparison report and is ended; if jobs failed, the sweep exits non-zero after that.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from dqn import tracking
+
+log = logging.getLogger("dqn")
+SWEEP_FILE = "sweep.json"
+SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
+
+
+def group_name(overrides: list[str]) -> str:
+    """The config a job shares with its other seeds: its overrides minus the seed, sorted."""
+    kept = sorted(o for o in overrides if not o.startswith(("seed=", "mlflow.", "hydra", "+hydra", "resume=")))
+    return ",".join(kept) or "defaults"
+
+
+def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
+    """What the launching process wrote about the sweep's parent run, if anything."""
+    path = sweep_dir / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class MlflowSweepCallback(Callback):
+    """Opens the sweep's parent run before the jobs and ends it, with the report, after them."""
+
+    def __init__(self) -> None:
+        self.client = self.parent_id = self.sweep_dir = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.mlflow.enabled:
+            return
+        root = Path.cwd()
+        uri = tracking.tracking_uri(config.mlflow.tracking_uri, root)
+        self.client, experiment_id = tracking.open_store(uri, tracking.experiment_name(config.mlflow.experiment_name))
+        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(2)}"
+        overrides = " ".join(config.hydra.overrides.task)
+        commit = tracking.git_commit(root)
+        tags = {
+            "dqn.role": "sweep",
+            "sweep_id": sweep_id,
+            "sweep_dir": str(self.sweep_dir),
+            "hydra_overrides": overrides,
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+        }
+        run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+        self.parent_id = run.info.run_id
+        info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "tracking_uri": uri}
+        (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        atexit.register(self._end, RunStatus.KILLED)  # the sweep died before on_multirun_end
+        log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        try:
+            from dqn.compare import write_report
+
+            write_report(self.client, self.parent_id, self.sweep_dir)
+        except Exception as error:  # a report problem must not leave the parent RUNNING
+            log.warning("sweep report failed: %s", error)
+            self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])
+        failed = self._failed_jobs()
+        self._end(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        if failed:
+            raise SystemExit(f"error: {failed} job(s) of the sweep failed; see their MLflow runs' end_reason tag")
+
+    def _failed_jobs(self) -> int:
+        runs = self.client.search_runs(
+            [self.client.get_run(self.parent_id).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=10_000,
+        )
+        return sum(r.info.status in ("FAILED", "KILLED") for r in runs)
+
+    def _end(self, status: int) -> None:
+        if self.parent_id is not None and self.client.get_run(self.parent_id).info.status == "RUNNING":
+            self.client.set_terminated(self.parent_id, RunStatus.to_string(status))

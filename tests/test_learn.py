@@ -1,0 +1,76 @@
+"""The training loop itself, without Hydra or MLflow: checkpoints, resume, divergence."""
+
+from collections import defaultdict
+
+import pytest
+import torch
+
+from dqn.config import TrainConfig
+from dqn.learn import CheckpointMismatch, NonFiniteLoss, Stopped, learn
+
+
+def tiny(**changes) -> TrainConfig:
+    cfg = TrainConfig(total_steps=2500, learning_starts=300, eval_every=1000, eval_episodes=1, checkpoint_every=0)
+    cfg.network.hidden_sizes = [32, 32]
+    cfg.env.eval_max_episode_steps = 100
+    cfg.schedule.decay_steps = 1500
+    cfg.buffer.capacity = 1000  # small, so the ring wraps before the interruption
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def recording():
+    history = defaultdict(list)
+    return history, lambda metrics, step: [history[k].append((step, v)) for k, v in metrics.items()]
+
+
+def test_stopped_and_resumed_run_logs_what_an_unbroken_run_logs():
+    straight, log = recording()
+    learn(tiny(), log)
+
+    before, log_before = recording()
+    saved = []
+
+    def stop_past_step_1200() -> bool:  # asked at each episode end, right after it is logged
+        return before["episode_return"][-1][0] > 1200
+
+    with pytest.raises(Stopped):
+        learn(tiny(), log_before, saved.append, stop_requested=stop_past_step_1200)
+    (checkpoint,) = saved
+    assert checkpoint["step"] == before["episode_return"][-1][0]
+    assert checkpoint["step"] > 1000  # the buffer (capacity 1000) has wrapped
+
+    after, log_after = recording()
+    learn(tiny(), log_after, resume=checkpoint)
+    for key in ("episode_return", "loss", "eval_return_mean"):
+        assert before[key] + after[key] == straight[key], key
+
+
+def test_checkpoints_every_n_steps_at_episode_ends_and_at_the_end():
+    saved = []
+    learn(tiny(checkpoint_every=1000), save=lambda state: saved.append(state["step"]))
+    assert saved[-1] == 2500
+    assert [s // 1000 for s in saved[:-1]] == [1, 2]  # first episode end at/after each multiple
+
+
+def test_checkpoint_holds_only_tensors_and_plain_values(tmp_path):
+    saved = []
+    learn(tiny(total_steps=600), save=saved.append)
+    torch.save(saved[-1], tmp_path / "c.pt")
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert loaded["step"] == 600 and loaded["buffer"]["size"] == 600
+
+
+def test_resume_with_another_network_is_refused():
+    saved = []
+    learn(tiny(total_steps=400), save=saved.append)
+    other = tiny()
+    other.network.hidden_sizes = [16]
+    with pytest.raises(CheckpointMismatch, match=r"network.hidden_sizes=\[32, 32\]"):
+        learn(other, resume=saved[-1])
+
+
+def test_diverging_loss_stops_training_with_the_step():
+    with pytest.raises(NonFiniteLoss, match="at step"):
+        learn(tiny(lr=1e35, max_grad_norm=None, total_steps=1500))
