@@ -13,9 +13,11 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
@@ -27,10 +29,24 @@ SWEEP_FILE = "sweep.json"
 SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
 
 
-def group_name(overrides: list[str]) -> str:
-    """The config a job shares with its other seeds: its overrides minus the seed, sorted."""
-    kept = sorted(o for o in overrides if not o.startswith(("seed=", "mlflow.", "hydra", "+hydra", "resume=")))
-    return ",".join(kept) or "defaults"
+def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
+    """The config a job shares with its other seeds: its overrides minus the seed, sorted.
+
+    Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the
+    overrides every job shares.
+    """
+    kept = [o for o in overrides if not o.startswith(("seed=", "mlflow.", "hydra", "+hydra", "resume="))]
+    if swept is not None:
+        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+~") in set(swept)]
+    return ",".join(sorted(kept)) or "defaults"
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys the sweep varies: sweep overrides on the command line and the sweeper's `params`."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+    keys |= set(config.hydra.sweeper.get("params") or {})
+    return sorted(keys)
 
 
 def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
@@ -66,7 +82,7 @@ class MlflowSweepCallback(Callback):
         }
         run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
         self.parent_id = run.info.run_id
-        info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "tracking_uri": uri}
+        info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "swept": swept_keys(config)}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
         atexit.register(self._end, RunStatus.KILLED)  # the sweep died before on_multirun_end
         log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
@@ -82,7 +98,8 @@ class MlflowSweepCallback(Callback):
             log.warning("sweep report failed: %s", error)
             self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])
         failed = self._failed_jobs()
-        self._end(RunStatus.FAILED if failed else RunStatus.FINISHED)
+        self.client.set_tag(self.parent_id, "failed_jobs", str(failed))
+        self._end(RunStatus.FINISHED)
         if failed:
             raise SystemExit(f"error: {failed} job(s) of the sweep failed; see their MLflow runs' end_reason tag")
 

@@ -121,7 +121,11 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     }
     sweep = read_sweep(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
     if sweep is not None:
-        tags |= {"mlflow.parentRunId": sweep["parent_run_id"], "sweep_id": sweep["sweep_id"]}
+        tags |= {
+            "mlflow.parentRunId": sweep["parent_run_id"],
+            "sweep_id": sweep["sweep_id"],
+            "group": group_name(overrides, sweep["swept"]),
+        }
     run = client.create_run(experiment_id, run_name=run_name(overrides, settings.seed), tags=tags)
     log.info("run %s (%s) tracked at %s", run.info.run_id, run.info.run_name, uri)
     return tracking.Recorder(client, run.info.run_id), cfg, None

@@ -1,0 +1,162 @@
+"""Sweeps for real: Hydra multiruns of `python -m dqn.train` into MLflow, through each launcher."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from mlflow import MlflowClient
+
+from dqn.sweep import group_name
+from tests.conftest import runs_of
+
+TINY_JOB = [
+    "total_steps=1000",
+    "learning_starts=300",
+    "eval_every=500",
+    "eval_episodes=1",
+    "env.eval_max_episode_steps=100",
+    "network=mlp_small",
+    "checkpoint_every=0",
+]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return env | extra
+
+
+def sweep(cwd: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dqn.train", "-m", *args, *TINY_JOB],
+        cwd=cwd,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def split(runs):
+    parents = [r for r in runs if r.data.tags.get("dqn.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("dqn.role") == "job"]
+    return parents, children
+
+
+def assert_complete_job(client: MlflowClient, run) -> None:
+    """Every metric a finished tiny job logs is there: nothing lost to a concurrent writer."""
+    assert run.info.status == "FINISHED"
+    history = {k: client.get_metric_history(run.info.run_id, k) for k in ("episode_length", "episode_return")}
+    assert len(history["episode_length"]) == len(history["episode_return"]) > 0
+    steps = sorted(m.step for m in history["episode_length"])
+    lengths = [m.value for m in sorted(history["episode_length"], key=lambda m: m.step)]
+    assert steps[0] == lengths[0] and all(b - a == v for a, b, v in zip(steps, steps[1:], lengths[1:], strict=False))
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "eval_return_mean")) == [500, 1000]
+
+
+def test_group_is_the_swept_overrides_minus_the_seed():
+    overrides = ["seed=3", "lr=0.001", "batch_size=256", "total_steps=500"]
+    assert group_name(overrides) == "batch_size=256,lr=0.001,total_steps=500"
+    assert group_name(overrides, swept=["batch_size", "lr", "seed"]) == "batch_size=256,lr=0.001"
+    assert group_name(["seed=1"], swept=["seed"]) == "defaults"
+
+
+def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, store):
+    done = sweep(project, "seed=0,1", "batch_size=64,128")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split(runs_of(store))
+    assert len(children) == 4 and parent.info.status == "FINISHED"
+    sweep_id = parent.data.tags["sweep_id"]
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["sweep_id"] == sweep_id
+    assert sorted(c.data.tags["group"] for c in children) == ["batch_size=128"] * 2 + ["batch_size=64"] * 2
+    assert "seed=0,1" in parent.data.tags["hydra_overrides"] and parent.data.tags["failed_jobs"] == "0"
+    client = MlflowClient(store)
+    assert {"report.csv", "report.md", "curves.png", "finals.png"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
+    report = (Path(parent.data.tags["sweep_dir"]) / "report.md").read_text()
+    assert "| batch_size=128 " in report and "| batch_size=64 " in report
+
+
+def test_four_parallel_jobs_on_the_embedded_sqlite_store_lose_nothing(project, store):
+    done = sweep(project, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "database is locked" not in done.stderr
+    (parent,), children = split(runs_of(store))
+    assert len(children) == 4 and {c.data.params["seed"] for c in children} == {"0", "1", "2", "3"}
+    client = MlflowClient(store)
+    for child in children:
+        assert_complete_job(client, child)
+
+
+def test_submitit_local_launcher_runs_the_jobs(project, store):
+    done = sweep(project, "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split(runs_of(store))
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    client = MlflowClient(store)
+    for child in children:
+        assert_complete_job(client, child)
+
+
+def test_a_failing_job_does_not_stop_the_others(project, store):
+    done = sweep(project, "lr=1e35,0.001", "max_grad_norm=null")  # lr=1e35 diverges: NaN loss
+    assert done.returncode != 0
+    assert "1 job(s) of the sweep failed" in done.stderr
+    (parent,), children = split(runs_of(store))
+    status = {c.data.params["lr"]: c for c in children}
+    assert status["1e+35"].info.status == "FAILED" and "loss became" in status["1e+35"].data.tags["end_reason"]
+    assert status["0.001"].info.status == "FINISHED"
+    assert parent.info.status == "FINISHED" and parent.data.tags["failed_jobs"] == "1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 with a SQLite backend in a temporary directory."""
+    port = free_port()
+    home = tmp_path / "server"
+    home.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--workers", "1"],
+        cwd=home, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{uri}/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start within 90 s")
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_sweep_against_a_real_tracking_server(project, mlflow_server):
+    done = sweep(project, "seed=0,1", env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (project / "mlruns" / "mlflow.db").exists()  # everything went to the server
+    (parent,), children = split(runs_of(mlflow_server))
+    assert len(children) == 2 and parent.info.status == "FINISHED"
+    client = MlflowClient(mlflow_server)
+    for child in children:
+        assert_complete_job(client, child)
+        assert "lunar-dqn.pth" in {a.path for a in client.list_artifacts(child.info.run_id)}
