@@ -71,6 +71,8 @@ def bad(**changes) -> TrainConfig:
         (bad(schedule__start=0.1, schedule__end=0.5), "schedule.end"),
         (bad(network__hidden_sizes=[]), "network.hidden_sizes"),
         (bad(env__id="LunarLander-v2"), "env.id"),
+        (bad(env__id="LunarLanderContinuous-v3"), "env.id"),
+        (bad(checkpoint_every=-1), "checkpoint_every"),
     ],
 )
 def test_validate_names_the_bad_key_and_what_is_allowed(cfg, key):
@@ -96,5 +98,5 @@ def test_cuda_without_a_gpu_is_refused_clearly():
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(ConfigError, match="device='cuda'.*no CUDA GPU"):
+    with pytest.raises(ConfigError, match="device=cuda.*no CUDA GPU"):
         validate(dataclasses.replace(TrainConfig(), device=Device.cuda))

@@ -135,7 +135,8 @@ class ConfigError(ValueError):
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ConfigError(f"{key}={value!r} is invalid: allowed {allowed}")
+        shown = "null" if value is None else value.value if isinstance(value, Enum) else value
+        raise ConfigError(f"{key}={shown} is invalid: allowed {allowed}")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -185,13 +186,16 @@ def _validate_schedule(s: ScheduleConfig) -> None:
 
 
 def _validate_env(env: EnvConfig) -> None:
+    examples = "LunarLander-v3, CartPole-v1, Acrobot-v1, MountainCar-v0"
     if env.id not in gymnasium.registry:
-        known = [k for k in gymnasium.registry if not k.startswith(("ALE/", "phys2d/", "tabular/"))]
-        sample = ", ".join(sorted(k for k in known if "Lunar" in k) + sorted(known)[:5])
-        _check(False, "env.id", env.id, f"a registered gymnasium id such as {sample}")
+        _check(False, "env.id", env.id, f"a registered gymnasium id with discrete actions, such as {examples}")
     for key in ("max_episode_steps", "eval_max_episode_steps"):
         value = getattr(env, key)
         _check(value is None or value >= 1, f"env.{key}", value, "an integer >= 1 or null")
+    probe = gymnasium.make(env.id, **env.kwargs)
+    discrete = isinstance(probe.action_space, gymnasium.spaces.Discrete)
+    probe.close()
+    _check(discrete, "env.id", env.id, f"an env with discrete actions (DQN picks an argmax), such as {examples}")
 
 
 def _validate_device(device: Device) -> None:

@@ -79,21 +79,21 @@ def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Pa
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise ResumeError(f"resume={run_id!r}: no such run in the tracking store") from None
+        raise ResumeError(f"resume={run_id}: no such run in the tracking store") from None
     if run.info.status not in ("KILLED", "FAILED"):
-        raise ResumeError(f"resume={run_id!r} is {run.info.status}: allowed a KILLED or FAILED run")
+        raise ResumeError(f"resume={run_id} is {run.info.status}: allowed a KILLED or FAILED run")
     try:
         config_file = client.download_artifacts(run_id, "config.yaml", str(out_dir))
         checkpoint_file = client.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(out_dir))
     except (MlflowException, OSError):
-        raise ResumeError(f"resume={run_id!r}: the run has no checkpoint to continue from") from None
+        raise ResumeError(f"resume={run_id}: the run has no checkpoint to continue from") from None
     extra = [o for o in overrides if not o.startswith(("resume=", "hydra", "+hydra"))]
     try:
         cfg = OmegaConf.merge(
             OmegaConf.structured(TrainConfig), OmegaConf.load(config_file), OmegaConf.from_dotlist(extra)
         )
     except OmegaConfBaseException as error:
-        raise ResumeError(f"resume={run_id!r}: cannot apply {extra}: {str(error).splitlines()[0]}") from None
+        raise ResumeError(f"resume={run_id}: cannot apply {extra}: {str(error).splitlines()[0]}") from None
     cfg.resume = run_id
     return cfg, torch.load(checkpoint_file, map_location="cpu", weights_only=True)
 

@@ -1,0 +1,154 @@
+"""Trustworthy runs: bad input refused before any run starts; signals, divergence and resume."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from dqn.learn import NonFiniteLoss
+from dqn.train import train
+from tests.conftest import TINY, compose_config, runs_of
+
+BAD_INPUTS = [
+    (["batch_size=0"], "batch_size=0 is invalid: allowed an integer >= 1"),
+    (["batch_size=-3"], "batch_size=-3 is invalid"),
+    (["lr=0"], "lr=0.0 is invalid: allowed a float > 0"),
+    (["lr=-1e-3"], "lr=-0.001 is invalid"),
+    (["gamma=1.5"], "gamma=1.5 is invalid: allowed a float in [0, 1]"),
+    (["schedule=constant", "schedule.start=1.2"], "schedule.start=1.2 is invalid: allowed an epsilon in [0, 1]"),
+    (["schedule=linear", "schedule.end=-0.1"], "schedule.end=-0.1 is invalid"),
+    (["schedule=exponential", "schedule.start=0.1", "schedule.end=0.5"], "schedule.end=0.5 is invalid"),
+    (["buffer.capacity=64", "batch_size=128"], "buffer.capacity=64 is invalid: allowed an integer >= batch_size"),
+    (["total_steps=0"], "total_steps=0 is invalid"),
+    (["total_steps=null"], "total_steps=null is invalid: allowed an integer >= 1 when max_time is null"),
+    (["env.id=LunarLander-v2"], "env.id=LunarLander-v2 is invalid: allowed a registered gymnasium id"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_INPUTS, ids=[" ".join(o) for o, _ in BAD_INPUTS])
+def test_bad_value_exits_2_with_one_line_and_no_run(project, store, capsys, overrides, message):
+    with pytest.raises(SystemExit) as exit_:
+        train(compose_config(overrides, project / "runs" / "bad"))
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
+    assert runs_of(store) == []
+
+
+def cli(cwd: Path, *args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = env or {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return subprocess.run(
+        [sys.executable, "-m", "dqn.train", *args], cwd=cwd, env=env, capture_output=True, text=True, **kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["batch_size=abc"], ["batch_size=abc", "could not be converted to Integer"]),
+        (["network=nope"], ["network/nope", "mlp_small"]),
+        (["batch_sise=3"], ["batch_sise", "not in 'TrainConfig'"]),
+    ],
+)
+def test_composition_errors_name_the_key_without_a_traceback(project, store, args, fragments):
+    done = cli(project, *args)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert all(f in done.stderr for f in fragments)
+    assert runs_of(store) == []
+
+
+def test_unreachable_tracking_server_fails_in_seconds(project):
+    start = time.monotonic()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"
+    }
+    done = cli(project, "total_steps=100", env=env)
+    assert done.returncode == 2 and time.monotonic() - start < 30
+    assert done.stderr.strip().startswith("error: MLFLOW_TRACKING_URI='http://127.0.0.1:9' is unreachable")
+    assert "\n" not in done.stderr.strip()
+
+
+def test_diverging_run_fails_with_reason_and_keeps_last_good_checkpoint(project, store):
+    cfg = compose_config(
+        TINY + ["lr=1e35", "max_grad_norm=null", "checkpoint_every=1", "learning_starts=1000"], project / "runs" / "nan"
+    )
+    with pytest.raises(NonFiniteLoss):
+        train(cfg)
+    (run,) = runs_of(store)
+    assert run.info.status == "FAILED"
+    reason = run.data.tags["end_reason"]
+    assert reason.startswith("NonFiniteLoss: loss became") and "at step" in reason
+    failed_at = int(reason.rsplit(" ", 1)[1])
+    path = MlflowClient(store).download_artifacts(run.info.run_id, "checkpoint/checkpoint.pt", str(project))
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["step"] < failed_at
+    assert all(torch.isfinite(t).all() for t in checkpoint["q"].values())
+
+
+def wait_for_training(run_dir_root: Path, timeout: float = 120) -> None:
+    """Until the job's log says its run is open and training has begun."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = list(run_dir_root.glob("runs/*/*/train.log"))
+        if logs and "tracked at" in logs[0].read_text():
+            time.sleep(2.0)
+            return
+        time.sleep(0.2)
+    pytest.fail("training did not start")
+
+
+LONG = [*TINY, "total_steps=12000", "eval_every=4000", "checkpoint_every=0"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_checkpoints_ends_killed_and_resume_continues_the_same_history(project, store, signum):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "dqn.train", *LONG], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+    )
+    wait_for_training(project)
+    job.send_signal(signum)
+    sent = time.monotonic()
+    _, err = job.communicate(timeout=60)
+    assert job.returncode != 0 and time.monotonic() - sent < 10  # prompt: at most one episode more
+    (run,) = runs_of(store)
+    client = MlflowClient(store)
+    assert run.info.status == "KILLED" and "stopped at step" in run.data.tags["end_reason"]
+    stopped_at = int(run.data.tags["end_reason"].rsplit(" ", 1)[1])
+    assert 0 < stopped_at < 12000
+    logged = client.get_metric_history(run.info.run_id, "episode_return")
+    assert max(m.step for m in logged) == stopped_at  # nothing lost: every finished episode is in MLflow
+    assert "checkpoint.pt" in {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+    if signum == signal.SIGTERM:
+        return
+
+    resumed = cli(project, f"resume={run.info.run_id}", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    (run,) = runs_of(store)  # the same run, not a new one
+    assert run.info.status == "FINISHED" and run.data.tags["resumed_from_step"] == str(stopped_at)
+    history = sorted(client.get_metric_history(run.info.run_id, "episode_return"), key=lambda m: m.step)
+    steps = [m.step for m in history]
+    assert steps == sorted(set(steps))  # no duplicates
+
+    train(compose_config([*LONG, "mlflow.experiment_name=straight"], project / "runs" / "straight"))
+    (straight,) = runs_of(store, "straight")
+    expected = sorted(client.get_metric_history(straight.info.run_id, "episode_return"), key=lambda m: m.step)
+    assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in expected]
+
+
+def test_resume_refuses_unknown_and_finished_runs(project, store):
+    train(compose_config([*TINY, "total_steps=300", "eval_every=0"], project / "runs" / "done"))
+    (run,) = runs_of(store)
+    for run_id, message in [
+        ("0123456789abcdef", "resume=0123456789abcdef: no such run"),
+        (run.info.run_id, f"resume={run.info.run_id} is FINISHED: allowed a KILLED or FAILED run"),
+    ]:
+        done = cli(project, f"resume={run_id}")
+        assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {message}")
+        assert "\n" not in done.stderr.strip()
