@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: help install train test test-all lint format ui constraints clean
+.PHONY: help install train test test-all lint format ui sweep report bench bench-quick constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,19 @@ lint: $(STAMP) ## ruff check and format check
 format: $(STAMP) ## ruff fix and format
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
+
+sweep: $(STAMP) ## run the local_optimum sweep (45 jobs) on all local cores, then report it (ARGS= to shorten)
+	$(BIN)/python -m dqn.train sweep=local_optimum hydra/launcher=joblib $(ARGS)
+
+report: $(STAMP) ## print the report of the most recent sweep (python -m dqn.compare)
+	$(BIN)/python -m dqn.compare $(ARGS)
+
+bench: $(STAMP) ## benchmark the default config against Stable-Baselines3 (long: see benchmarks/bench.py)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bench.py $(ARGS)
+
+bench-quick: ## the benchmark's smoke mode, a few minutes
+	$(MAKE) bench ARGS="--quick $(ARGS)"
 
 ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)
 	mkdir -p mlruns
