@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dqn.buffer import ExperienceBuffer
+from dqn.buffer import ExperienceBuffer, NStepTransitions
 
 
 def filled(n: int, capacity: int, seed: int = 0) -> ExperienceBuffer:
@@ -61,3 +61,31 @@ def test_state_dict_round_trip(n):
     assert (copy.position, copy.size) == (buffer.position, buffer.size)
     np.testing.assert_array_equal(copy.observations, buffer.observations)
     np.testing.assert_array_equal(copy.dones, buffer.dones)
+
+
+def collect(n, steps, gamma=0.5):
+    """Feed (obs=i, action=i, reward=1) for each (terminated, truncated) in steps; return what comes out."""
+    writer, out = NStepTransitions(n, gamma), []
+    for i, (terminated, truncated) in enumerate(steps):
+        out += writer.add(i, i, 1.0, i + 1, terminated, truncated)
+    return out
+
+
+def test_one_step_is_plain_dqn():
+    out = collect(1, [(False, False), (False, False), (True, False)])
+    assert out == [(0, 0, 1.0, 1, False), (1, 1, 1.0, 2, False), (2, 2, 1.0, 3, True)]
+
+
+def test_n_step_returns_bootstrap_from_n_steps_later():
+    out = collect(3, [(False, False)] * 4)
+    assert out == [(0, 0, 1 + 0.5 + 0.25, 3, False), (1, 1, 1.75, 4, False)]
+
+
+def test_termination_flushes_shorter_returns_as_done():
+    out = collect(3, [(False, False), (False, False), (False, False), (True, False)])
+    assert out == [(0, 0, 1.75, 3, False), (1, 1, 1.75, 4, True), (2, 2, 1.5, 4, True), (3, 3, 1.0, 4, True)]
+
+
+def test_truncation_drops_partial_returns_and_starts_afresh():
+    out = collect(3, [(False, False), (False, False), (False, True), (False, False)])
+    assert out == [(0, 0, 1.75, 3, False)]  # steps 1 and 2 had no 3-step future; step 3 starts a new episode

@@ -1,6 +1,8 @@
-"""Experience replay: a fixed-size ring of transitions, sampled uniformly."""
+"""Experience replay: a fixed-size ring of transitions, sampled uniformly, and n-step returns."""
 
 from __future__ import annotations
+
+from collections import deque
 
 import numpy as np
 import torch
@@ -73,3 +75,35 @@ class ExperienceBuffer:
 
 
 _ARRAYS = ("observations", "actions", "rewards", "next_observations", "dones")
+
+
+class NStepTransitions:
+    """Turns 1-step transitions into n-step ones: (s_t, a_t, r_t + g r_t+1 + ... + g^(n-1) r_t+n-1, s_t+n, done).
+
+    Multi-step targets propagate a landing's reward n times faster; n=1 is plain DQN.
+    Near a termination the shorter returns are kept (done, nothing to bootstrap); at a
+    time-limit truncation the last n-1 partial ones are dropped, since they would need a
+    discount other than gamma^n, so every stored transition bootstraps with gamma^n.
+    """
+
+    def __init__(self, n: int, gamma: float) -> None:
+        self.n, self.gamma = n, gamma
+        self.pending: deque = deque()
+
+    def add(self, observation, action, reward, next_observation, terminated, truncated) -> list[tuple]:
+        """Take one env step; return the transitions (for `ExperienceBuffer.append`) it completes."""
+        self.pending.append((observation, action, float(reward)))
+        ready = []
+        if terminated:
+            while self.pending:
+                ready.append(self._pop(next_observation, True))
+        elif len(self.pending) == self.n:
+            ready.append(self._pop(next_observation, False))
+        if truncated:
+            self.pending.clear()
+        return ready
+
+    def _pop(self, next_observation, done: bool) -> tuple:
+        n_step_return = sum(self.gamma**k * r for k, (_, _, r) in enumerate(self.pending))
+        observation, action, _ = self.pending.popleft()
+        return observation, action, n_step_return, next_observation, done

@@ -112,6 +112,8 @@ class TrainConfig:
     max_grad_norm: float | None = 10.0
     """Gradient-norm clip; null disables clipping."""
     loss: Loss = Loss.huber
+    n_step: int = 1
+    """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""
     double_q: bool = True
     """Double DQN: the online network picks the next action, the target network rates it."""
     eval_every: int = 10_000
@@ -154,7 +156,7 @@ def validate(cfg: TrainConfig) -> None:
     )
     for key in ("learning_starts", "eval_every", "eval_episodes", "checkpoint_every"):
         _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
-    for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads"):
+    for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads", "n_step"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
     _check(
         cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "max_grad_norm", cfg.max_grad_norm, "a float > 0 or null"
@@ -171,6 +173,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.network.hidden_sizes,
         "a non-empty list of integers >= 1",
     )
+    _check(cfg.resume is None or cfg.mlflow.enabled, "resume", cfg.resume, "null when mlflow.enabled=false")
     _validate_schedule(cfg.schedule)
     _validate_env(cfg.env)
     _validate_device(cfg.device)

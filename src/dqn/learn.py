@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dqn.agent import compute_target_values, evaluate_episodes, select_action
-from dqn.buffer import ExperienceBuffer
+from dqn.buffer import ExperienceBuffer, NStepTransitions
 from dqn.config import Device, TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
@@ -100,6 +100,7 @@ def learn(
     )
     q_target = q.copy()
     buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
+    n_step = NStepTransitions(cfg.n_step, cfg.gamma)
     epsilon = make_schedule(cfg.schedule.kind.value, cfg.schedule.start, cfg.schedule.end, cfg.schedule.decay_steps)
 
     def evaluation(step: int) -> None:
@@ -153,7 +154,8 @@ def learn(
         eps = epsilon(step)
         action = select_action(env, q, observation, eps, rng)
         next_observation, reward, terminated, truncated, _ = env.step(action)
-        buffer.append(observation, action, reward, next_observation, terminated)
+        for transition in n_step.add(observation, action, reward, next_observation, terminated, truncated):
+            buffer.append(*transition)
         observation = next_observation
         episode_return += float(reward)
         episode_length += 1
@@ -162,7 +164,7 @@ def learn(
             for _ in range(cfg.gradient_steps):
                 obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)
                 online = q if cfg.double_q else None
-                targets = compute_target_values(q_target, rewards, next_obs, dones, cfg.gamma, online)
+                targets = compute_target_values(q_target, rewards, next_obs, dones, cfg.gamma**cfg.n_step, online)
                 loss = q.train(obs, actions, targets)
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"loss became {loss} at step {step}")
