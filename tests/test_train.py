@@ -123,3 +123,20 @@ def test_cli_trains_and_refuses_bad_input(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: batch_size=0 is invalid: allowed an integer >= 1"
     assert len(runs_of(store)) == 1  # no run was started for it
+
+
+def test_final_model_is_logged_loadable_and_registered_on_request(project, store):
+    import mlflow
+
+    train_tiny(project, "total_steps=600", "eval_every=0", "register=true", "mlflow.registered_model_name=lander")
+    (run,) = runs_of(store)
+    client = MlflowClient(store)
+    (version,) = client.search_model_versions("name='lander'")
+    assert str(version.version) == "1" and version.run_id == run.info.run_id
+    mlflow.set_tracking_uri(store)
+    try:
+        model = mlflow.pyfunc.load_model("models:/lander/1")
+        q_values = model.predict(np.zeros((3, 8), dtype=np.float32))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert np.asarray(q_values).shape == (3, 4)

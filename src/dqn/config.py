@@ -82,6 +82,10 @@ class MlflowConfig:
     """null: $MLFLOW_EXPERIMENT_NAME if set, else `dqn-lunar-lander`."""
     enabled: bool = True
     """false trains without tracking (used to measure what tracking costs)."""
+    log_model: bool = True
+    """Log the final network as an MLflow model (loadable with mlflow.pytorch / mlflow.pyfunc)."""
+    registered_model_name: str = "dqn-lunar-lander"
+    """The model registry name `register=true` uses."""
 
 
 @dataclass
@@ -127,6 +131,8 @@ class TrainConfig:
     """Env steps between checkpoints (taken at the next episode end); 0: only at the end."""
     checkpoint_buffer: bool = True
     """Store the replay buffer in checkpoints; without it a resumed run refills it and diverges."""
+    register: bool = False
+    """Register the final model in MLflow's model registry as `mlflow.registered_model_name`."""
     resume: str | None = None
     """A KILLED or FAILED run's id: continue it from its last checkpoint, into the same MLflow run."""
 

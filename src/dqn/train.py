@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dqn import tracking
+from dqn import models, tracking
 from dqn.config import ConfigError, TrainConfig, register_configs, validate
 from dqn.learn import CheckpointMismatch, learn
 from dqn.plots import learning_curve
@@ -163,6 +163,10 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         learning_curve(recorder.history, out_dir / "learning_curve.png")
         for artifact in ("lunar-dqn.pth", "learning_curve.png"):
             recorder.log_artifact(out_dir / artifact)
+        if recorder.client is not None and settings.mlflow.log_model:
+            name = settings.mlflow.registered_model_name if settings.register else None
+            uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
+            log.info("model logged as %s", uri)
 
     evals = recorder.history.get("eval_return_mean")
     final = evals[-1][1] if evals else None

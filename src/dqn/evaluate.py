@@ -1,0 +1,257 @@
+"""`python -m dqn.evaluate`: score trained weights over many greedy episodes, optionally film one, and record
+the result on the run that trained them.
+
+    python -m dqn.evaluate checkpoint=trained/lunar-dqn.pth episodes=100
+    python -m dqn.evaluate run_id=<run id> video=true   # also logs final_eval_* metrics and videos/ to the run
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium
+import hydra
+import numpy as np
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunTag
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+
+from dqn import tracking
+from dqn.agent import Episode, evaluate_episodes
+from dqn.environment import make_env
+from dqn.estimator import ActionValueEstimator
+from dqn.video import record_episode
+
+WEIGHTS = "lunar-dqn.pth"
+VIDEO = "lunar-dqn.mp4"
+SOLVED = 200.0
+"""An episode return of at least this counts as a success (LunarLander's "solved" threshold)."""
+LANDED_REWARD = 100.0
+"""LunarLander's last reward when the lander comes to rest; a crash or flying off gives -100."""
+
+
+@dataclass
+class TrackingConfig:
+    tracking_uri: str | None = None
+    """null: $MLFLOW_TRACKING_URI if set, else SQLite in <cwd>/mlruns/mlflow.db (as for training)."""
+    experiment_name: str | None = None
+    """null: $MLFLOW_EXPERIMENT_NAME if set, else `dqn-lunar-lander`; run ids are unique in a store, so it
+    does not change which run `run_id` finds."""
+
+
+@dataclass
+class EvaluateConfig:
+    run_id: str | None = None
+    """An MLflow run whose `lunar-dqn.pth` artifact to evaluate; the results are logged to it."""
+    checkpoint: str | None = None
+    """A weights file saved by ActionValueEstimator.save_weights; nothing is tracked."""
+    episodes: int = 100
+    """Greedy episodes, with start seeds seed, seed+1, ..."""
+    seed: int = 0
+    video: bool = False
+    """Also film the episode with start seed `seed` to <output dir>/lunar-dqn.mp4."""
+    max_episode_steps: int | None = None
+    """Time limit; null keeps the env's own (1000 for LunarLander)."""
+    env_id: str = "LunarLander-v3"
+    mlflow: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+class EvaluationError(ValueError):
+    """Input that nothing can be evaluated with."""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """How a set of greedy episodes went: how many, their returns, and the fraction of them with each result."""
+
+    episodes: int
+    return_mean: float
+    return_std: float
+    return_min: float
+    return_max: float
+    success_rate: float
+    """Return >= SOLVED."""
+    landed: float
+    crashed: float
+    timed_out: float
+
+    def metrics(self) -> dict[str, float]:
+        """As MLflow metrics: final_eval_return_mean, ..., final_eval_episodes."""
+        return {f"final_eval_{key}": float(value) for key, value in asdict(self).items()}
+
+
+def outcome(episode: Episode) -> str:
+    """`landed` (came to rest: +100 last), `crashed` (terminated otherwise: crash or flying off, -100) or
+    `timed_out` (truncated by the time limit: the hovering lander). The landed/crashed split is LunarLander's."""
+    if episode.truncated:
+        return "timed_out"
+    return "landed" if episode.last_reward == LANDED_REWARD else "crashed"
+
+
+def summarize(episodes: list[Episode]) -> Summary:
+    """Return statistics (population std) and the share of each outcome."""
+    returns = np.array([e.score for e in episodes])
+    outcomes = [outcome(e) for e in episodes]
+    share = {kind: outcomes.count(kind) / len(episodes) for kind in ("landed", "crashed", "timed_out")}
+    return Summary(
+        episodes=len(episodes),
+        return_mean=float(returns.mean()),
+        return_std=float(returns.std()),
+        return_min=float(returns.min()),
+        return_max=float(returns.max()),
+        success_rate=float(np.mean(returns >= SOLVED)),
+        **share,
+    )
+
+
+def load_estimator(weights: Path, env: gymnasium.Env) -> ActionValueEstimator:
+    """An estimator for `env` with the weights (and architecture) in `weights`."""
+    estimator = ActionValueEstimator(env)
+    try:
+        estimator.load_weights(weights)
+    except FileNotFoundError:
+        raise EvaluationError(f"checkpoint={weights}: no such file") from None
+    except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as error:
+        raise EvaluationError(
+            f"checkpoint={weights} is not a weights file saved by ActionValueEstimator.save_weights "
+            f"({type(error).__name__})"
+        ) from None
+    return estimator
+
+
+def evaluate_weights(
+    weights: Path, env_id: str, episodes: int, seed: int, max_episode_steps: int | None = None
+) -> tuple[ActionValueEstimator, list[Episode]]:
+    """The estimator in `weights` and its greedy episodes (start seeds seed, seed+1, ...) on a fresh env."""
+    env = make_env(env_id, max_episode_steps)
+    try:
+        estimator = load_estimator(weights, env)
+        return estimator, evaluate_episodes(estimator, env, episodes, seed)
+    finally:
+        env.close()
+
+
+def report(summary: Summary, source: str, limit: int | None) -> str:
+    """The lines `python -m dqn.evaluate` prints."""
+    s = summary
+    return "\n".join(
+        [
+            f"{s.episodes} greedy episodes of {source} (time limit {limit} steps)",
+            f"return: mean {s.return_mean:.2f}  std {s.return_std:.2f}  min {s.return_min:.2f}  max {s.return_max:.2f}",
+            f"success (return >= {SOLVED:g}): {s.success_rate:.3f}",
+            f"ended: landed {s.landed:.3f}  crashed {s.crashed:.3f}  timed_out {s.timed_out:.3f}",
+        ]
+    )
+
+
+def run_client(settings: EvaluateConfig) -> MlflowClient:
+    """A client of the store that holds `run_id`; refuses a missing store or run instead of creating one."""
+    uri = tracking.tracking_uri(settings.mlflow.tracking_uri, Path.cwd())
+    tracking.check_reachable(uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise EvaluationError(f"run_id={settings.run_id}: no such run: there is no tracking store at {uri}")
+    client = MlflowClient(uri)
+    try:
+        client.get_run(settings.run_id)
+    except MlflowException:
+        raise EvaluationError(f"run_id={settings.run_id}: no such run in the tracking store {uri}") from None
+    return client
+
+
+def fetch_weights(client: MlflowClient, run_id: str, out_dir: Path) -> Path:
+    """Download the run's `lunar-dqn.pth` into `out_dir`."""
+    try:
+        return Path(client.download_artifacts(run_id, WEIGHTS, str(out_dir)))
+    except (MlflowException, OSError):
+        raise EvaluationError(f"run_id={run_id}: the run has no {WEIGHTS} artifact (did it finish?)") from None
+
+
+def record_on_run(
+    client: MlflowClient, run_id: str, summary: Summary, settings: EvaluateConfig, video: Path | None
+) -> None:
+    """The figures as `final_eval_*` metrics (step 0), the settings behind them as tags and the video under
+    `videos/`; the run's status and end time stay as they were."""
+    timestamp = int(time.time() * 1000)
+    metrics = [Metric(key, value, timestamp, 0) for key, value in summary.metrics().items()]
+    tags = [RunTag("final_eval_seed", str(settings.seed)), RunTag("final_eval_time_limit", str(time_limit(settings)))]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    if video is not None:
+        client.log_artifact(run_id, str(video), "videos")
+
+
+def time_limit(settings: EvaluateConfig) -> int | None:
+    """The episode cap in force: the configured one, else the env's registered one."""
+    return settings.max_episode_steps or gymnasium.spec(settings.env_id).max_episode_steps
+
+
+def film(estimator: ActionValueEstimator, settings: EvaluateConfig, out_dir: Path) -> Path:
+    """Record the episode with start seed `seed` to <out_dir>/lunar-dqn.mp4 and say how it went."""
+    path = out_dir / VIDEO
+    episode, frames = record_episode(estimator, settings.env_id, settings.seed, path, settings.max_episode_steps)
+    print(f"video: {path} (seed {settings.seed}: {outcome(episode)}, return {episode.score:.2f}, {frames} frames)")
+    return path
+
+
+def check(settings: EvaluateConfig) -> None:
+    """Refuse settings no evaluation should start with, naming the key."""
+    if (settings.run_id is None) == (settings.checkpoint is None):
+        got = "neither" if settings.run_id is None else "both"
+        raise EvaluationError(f"give exactly one of run_id=<MLflow run id> or checkpoint=<weights file> (got {got})")
+    if settings.episodes < 1:
+        raise EvaluationError(f"episodes={settings.episodes} is invalid: allowed an integer >= 1")
+    if settings.max_episode_steps is not None and settings.max_episode_steps < 1:
+        raise EvaluationError(
+            f"max_episode_steps={settings.max_episode_steps} is invalid: allowed an integer >= 1 or null"
+        )
+    if settings.env_id not in gymnasium.registry:
+        raise EvaluationError(f"env_id={settings.env_id} is invalid: allowed a registered gymnasium id")
+    if settings.checkpoint is not None and not Path(settings.checkpoint).is_file():
+        raise EvaluationError(f"checkpoint={settings.checkpoint}: no such file")
+
+
+def evaluate(settings: EvaluateConfig, out_dir: Path) -> Summary:
+    """Everything `python -m dqn.evaluate` does, without Hydra: evaluate, print, film, record on the run."""
+    check(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    client = run_client(settings) if settings.run_id else None
+    weights = fetch_weights(client, settings.run_id, out_dir) if client else Path(settings.checkpoint)
+    estimator, episodes = evaluate_weights(
+        weights, settings.env_id, settings.episodes, settings.seed, settings.max_episode_steps
+    )
+    summary = summarize(episodes)
+    source = f"run {settings.run_id}" if client else str(weights)
+    print(report(summary, f"{settings.env_id} from {source}, start seeds {settings.seed}+", time_limit(settings)))
+    video = film(estimator, settings, out_dir) if settings.video else None
+    if client:
+        record_on_run(client, settings.run_id, summary, settings, video)
+    return summary
+
+
+def register_configs() -> None:
+    """Store the schema as `evaluate_schema`, the first entry of conf/evaluate.yaml's defaults."""
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    torch.set_num_threads(1)  # one observation per forward pass: more threads only add overhead
+    try:
+        evaluate(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+    except (EvaluationError, tracking.TrackingUnavailable) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
