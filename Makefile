@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: help install train test test-all lint format ui sweep report bench bench-quick constraints clean
+.PHONY: help install train test test-all lint format ui sweep report evaluate trained bench bench-quick constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -42,6 +42,17 @@ sweep: $(STAMP) ## run the local_optimum sweep (45 jobs) on all local cores, the
 
 report: $(STAMP) ## print the report of the most recent sweep (python -m dqn.compare)
 	$(BIN)/python -m dqn.compare $(ARGS)
+
+evaluate: $(STAMP) ## evaluate the shipped lander, trained/lunar-dqn.pth, over 100 greedy episodes (ARGS="video=true")
+	$(BIN)/python -m dqn.evaluate checkpoint=trained/lunar-dqn.pth $(ARGS)
+
+trained: $(STAMP) ## retrain the shipped lander from conf/experiment/trained_lander.yaml; ship it if it scores >= 250
+	$(BIN)/python -m dqn.train experiment=trained_lander hydra.run.dir=runs/trained $(ARGS)
+	$(BIN)/python -m dqn.evaluate checkpoint=runs/trained/lunar-dqn.pth episodes=100 min_return_mean=250 \
+		> runs/trained/evaluation.txt || { cat runs/trained/evaluation.txt; exit 1; }
+	cat runs/trained/evaluation.txt
+	mkdir -p trained
+	cp runs/trained/lunar-dqn.pth runs/trained/config.yaml runs/trained/evaluation.txt trained/
 
 bench: $(STAMP) ## benchmark the default config against Stable-Baselines3 (long: see benchmarks/bench.py)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,bench]'

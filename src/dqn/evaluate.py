@@ -61,6 +61,8 @@ class EvaluateConfig:
     max_episode_steps: int | None = None
     """Time limit; null keeps the env's own (1000 for LunarLander)."""
     env_id: str = "LunarLander-v3"
+    min_return_mean: float | None = None
+    """Exit 1 when the mean return is below this (`make trained` asks 250 of the shipped model)."""
     mlflow: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -246,11 +248,18 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     torch.set_num_threads(1)  # one observation per forward pass: more threads only add overhead
+    settings: EvaluateConfig = OmegaConf.to_object(cfg)
     try:
-        evaluate(OmegaConf.to_object(cfg), Path(HydraConfig.get().runtime.output_dir))
+        summary = evaluate(settings, Path(HydraConfig.get().runtime.output_dir))
     except (EvaluationError, tracking.TrackingUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    if settings.min_return_mean is not None and summary.return_mean < settings.min_return_mean:
+        print(
+            f"error: mean return {summary.return_mean:.1f} < min_return_mean={settings.min_return_mean}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":
