@@ -100,3 +100,15 @@ def test_cuda_without_a_gpu_is_refused_clearly():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="device=cuda.*no CUDA GPU"):
         validate(dataclasses.replace(TrainConfig(), device=Device.cuda))
+
+
+def test_experiment_overrides_the_root_config_and_sweep_sets_multirun_params(tmp_path):
+    cfg = settings(tmp_path, "experiment=trained_lander")
+    assert (cfg.total_steps, cfg.n_step, cfg.env.max_episode_steps, cfg.buffer.capacity) == (500_000, 3, 1000, 100_000)
+    assert cfg.schedule.end == 0.02
+    from hydra.core.hydra_config import HydraConfig
+
+    compose_config(["sweep=local_optimum"], tmp_path / "sweep")
+    hydra = HydraConfig.get()
+    assert hydra.mode.name == "MULTIRUN"
+    assert dict(hydra.sweeper.params) == {"batch_size": "64,128,256", "lr": "0.0001,0.0003,0.001", "seed": "range(5)"}
