@@ -74,3 +74,22 @@ def test_resume_with_another_network_is_refused():
 def test_diverging_loss_stops_training_with_the_step():
     with pytest.raises(NonFiniteLoss, match="at step"):
         learn(tiny(lr=1e35, max_grad_norm=None, total_steps=1500))
+
+
+def test_lr_anneal_reaches_zero_at_the_budget():
+    from dqn import learn as learn_module
+
+    seen = []
+    original = learn_module.ActionValueEstimator.set_learning_rate
+
+    def spy(self, lr):
+        seen.append(lr)
+        original(self, lr)
+
+    learn_module.ActionValueEstimator.set_learning_rate = spy
+    try:
+        learn(tiny(lr_anneal=True, lr=1e-3, total_steps=1000, eval_episodes=0))
+    finally:
+        learn_module.ActionValueEstimator.set_learning_rate = original
+    assert seen[0] == pytest.approx(1e-3 * (1 - 304 / 1000))  # first update: step 304 (learning_starts 300, freq 4)
+    assert seen[-1] == pytest.approx(0.0) and seen == sorted(seen, reverse=True)

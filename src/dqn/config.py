@@ -100,6 +100,8 @@ class TrainConfig:
     """Seeds Python, numpy, torch, the env and its action space."""
     batch_size: int = 128
     lr: float = 6.3e-4
+    lr_anneal: bool = False
+    """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
     total_steps: int | None = 100_000
     """Env-step budget; null trains until max_time."""
@@ -179,6 +181,7 @@ def validate(cfg: TrainConfig) -> None:
         cfg.network.hidden_sizes,
         "a non-empty list of integers >= 1",
     )
+    _check(not cfg.lr_anneal or cfg.total_steps is not None, "lr_anneal", True, "false when total_steps is null")
     _check(cfg.resume is None or cfg.mlflow.enabled, "resume", cfg.resume, "null when mlflow.enabled=false")
     _validate_schedule(cfg.schedule)
     _validate_env(cfg.env)

@@ -85,6 +85,11 @@ class ActionValueEstimator:
         self.optimizer.step()
         return loss.item()
 
+    def set_learning_rate(self, lr: float) -> None:
+        """Change the optimizer's step size (for annealing); Adam's moment estimates are kept."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
     def copy(self) -> ActionValueEstimator:
         """An independent copy (the target network starts as one)."""
         return copy.deepcopy(self)

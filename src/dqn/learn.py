@@ -161,6 +161,8 @@ def learn(
         episode_length += 1
 
         if step > cfg.learning_starts and step % cfg.train_freq == 0 and buffer.is_filled(cfg.batch_size):
+            if cfg.lr_anneal:  # settle the final policy instead of letting it oscillate to the last step
+                q.set_learning_rate(cfg.lr * (1 - step / cfg.total_steps))
             for _ in range(cfg.gradient_steps):
                 obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)
                 online = q if cfg.double_q else None
