@@ -84,7 +84,7 @@ class MlflowSweepCallback(Callback):
         self.parent_id = run.info.run_id
         info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "swept": swept_keys(config)}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
-        atexit.register(self._end, RunStatus.KILLED)  # the sweep died before on_multirun_end
+        atexit.register(self._abandon)  # the sweep died before on_multirun_end
         log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -103,13 +103,24 @@ class MlflowSweepCallback(Callback):
         if failed:
             raise SystemExit(f"error: {failed} job(s) of the sweep failed; see their MLflow runs' end_reason tag")
 
-    def _failed_jobs(self) -> int:
-        runs = self.client.search_runs(
+    def _children(self) -> list:
+        return self.client.search_runs(
             [self.client.get_run(self.parent_id).info.experiment_id],
             filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
             max_results=10_000,
         )
-        return sum(r.info.status in ("FAILED", "KILLED") for r in runs)
+
+    def _failed_jobs(self) -> int:
+        return sum(r.info.status in ("FAILED", "KILLED") for r in self._children())
+
+    def _abandon(self) -> None:
+        """End the parent, and jobs a dying launcher killed before they could end themselves, as KILLED."""
+        if self.parent_id is None or self.client.get_run(self.parent_id).info.status != "RUNNING":
+            return
+        for run in self._children():
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        self._end(RunStatus.KILLED)
 
     def _end(self, status: int) -> None:
         if self.parent_id is not None and self.client.get_run(self.parent_id).info.status == "RUNNING":
