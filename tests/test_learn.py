@@ -59,7 +59,7 @@ def test_checkpoint_holds_only_tensors_and_plain_values(tmp_path):
     learn(tiny(total_steps=600), save=saved.append)
     torch.save(saved[-1], tmp_path / "c.pt")
     loaded = torch.load(tmp_path / "c.pt", weights_only=True)
-    assert loaded["step"] == 600 and loaded["buffer"]["size"] == 600
+    assert loaded["step"] == 600 and 598 <= loaded["buffer"]["size"] <= 600  # n-step: up to n-1 pending
 
 
 def test_resume_with_another_network_is_refused():
@@ -88,7 +88,7 @@ def test_lr_anneal_reaches_zero_at_the_budget():
 
     learn_module.ActionValueEstimator.set_learning_rate = spy
     try:
-        learn(tiny(lr_anneal=True, lr=1e-3, total_steps=1000, eval_episodes=0))
+        learn(tiny(lr_anneal=True, lr=1e-3, total_steps=1000, eval_episodes=0, train_freq=4))
     finally:
         learn_module.ActionValueEstimator.set_learning_rate = original
     assert seen[0] == pytest.approx(1e-3 * (1 - 304 / 1000))  # first update: step 304 (learning_starts 300, freq 4)

@@ -43,8 +43,8 @@ class Loss(Enum):
 class EnvConfig:
     id: str = "LunarLander-v3"
     """Gymnasium environment id."""
-    max_episode_steps: int | None = 500
-    """Training episodes are truncated here (the seed's cap); null keeps the env's own limit."""
+    max_episode_steps: int | None = 1000
+    """Training episodes are truncated here (the exercise used 500); null keeps the env's own limit."""
     eval_max_episode_steps: int | None = None
     """Evaluation episodes are truncated here; null keeps the env's own limit (1000)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -53,7 +53,7 @@ class EnvConfig:
 
 @dataclass
 class NetworkConfig:
-    hidden_sizes: list[int] = field(default_factory=lambda: [256, 256])
+    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
     activation: Activation = Activation.relu
 
 
@@ -69,7 +69,7 @@ class ScheduleConfig:
 
     kind: ScheduleKind = ScheduleKind.linear
     start: float = 1.0
-    end: float = 0.1
+    end: float = 0.05
     decay_steps: int = 12_000
     """linear: steps from start to end; exponential: steps for (epsilon - end) to halve."""
 
@@ -99,7 +99,7 @@ class TrainConfig:
     seed: int = 0
     """Seeds Python, numpy, torch, the env and its action space."""
     batch_size: int = 128
-    lr: float = 6.3e-4
+    lr: float = 1e-3
     lr_anneal: bool = False
     """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
@@ -109,7 +109,7 @@ class TrainConfig:
     """Training wall-clock budget in seconds (evaluation excluded); null: no limit."""
     learning_starts: int = 1_000
     """Env steps of pure experience collection before the first gradient step."""
-    train_freq: int = 4
+    train_freq: int = 2
     """Env steps between gradient phases."""
     gradient_steps: int = 1
     """Gradient steps per phase."""
@@ -118,7 +118,7 @@ class TrainConfig:
     max_grad_norm: float | None = 10.0
     """Gradient-norm clip; null disables clipping."""
     loss: Loss = Loss.huber
-    n_step: int = 1
+    n_step: int = 3
     """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""
     double_q: bool = True
     """Double DQN: the online network picks the next action, the target network rates it."""
