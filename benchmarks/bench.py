@@ -138,6 +138,7 @@ def tracking_overhead(steps: int) -> tuple[float, float]:
     from dqn import tracking
 
     torch.set_num_threads(1)
+    learn(TrainConfig(total_steps=3_000, learning_starts=1_000, eval_episodes=0))  # warm-up: first-call costs
     cfg = TrainConfig(seed=0, total_steps=steps, eval_episodes=0, checkpoint_every=0)
     start = time.perf_counter()
     learn(cfg)
@@ -219,6 +220,13 @@ def write_csv(results: list[Result], out: Path) -> Path:
     return path
 
 
+def measure_costs(quick: bool) -> None:
+    """What tracking costs and how two parallel jobs scale (run alone: both are timings)."""
+    off, on = tracking_overhead(10_000 if quick else 30_000)
+    print(f"\ntracking cost: {off:.1f} s without MLflow, {on:.1f} s with (SQLite): {100 * (on - off) / off:+.1f}%")
+    print(f"2 jobs in parallel vs 1 alone, total throughput: {parallel_scaling(10_000 if quick else 30_000):.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 seeds each, 20k steps: a smoke check")
@@ -227,8 +235,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="env steps per run (default 100k, quick 20k)")
     parser.add_argument("--workers", type=int, default=mp.cpu_count(), help="parallel processes (default: cores)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--costs-only", action="store_true", help="only the tracking cost and parallel scaling")
     args = parser.parse_args()
     quick = args.quick
+    if args.costs_only:
+        return measure_costs(quick)
     steps = args.steps or (20_000 if quick else 100_000)
     seeds = args.seeds if args.seeds is not None else (2 if quick else 10)
     peer_seeds = args.peer_seeds if args.peer_seeds is not None else (2 if quick else 5)
@@ -242,10 +253,8 @@ def main() -> None:
     results.sort(key=lambda r: (r.system != "dqn (ours)", r.seed))
     print(f"{len(jobs)} runs of {steps:,} steps on {args.workers} processes in {time.perf_counter() - start:.0f} s\n")
     print_table(summarize(results))
-    off, on = tracking_overhead(10_000 if quick else 30_000)
-    print(f"\ntracking cost: {off:.1f} s without MLflow, {on:.1f} s with (SQLite): {100 * (on - off) / off:+.1f}%")
-    print(f"2 jobs in parallel vs 1 alone, total throughput: {parallel_scaling(10_000 if quick else 30_000):.2f}x")
     print(f"raw results: {write_csv(results, args.out)}")
+    measure_costs(quick)
 
 
 if __name__ == "__main__":
