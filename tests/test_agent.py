@@ -102,3 +102,12 @@ def test_evaluation_episodes_are_seeded_and_repeatable(env):
     again = [e.score for e in evaluate_episodes(estimator, env, 3, seed=10)]
     assert first == again
     assert len(set(first)) == 3  # different start seeds per episode
+
+
+def test_exercise_evaluate_is_importable_from_dqn_even_after_the_cli_module_loads(env):
+    import dqn.evaluate  # noqa: F401  (rebinds the package attribute to the module)
+    from dqn import evaluate as from_package
+
+    estimator = constant_q(env, [1.0, 0.0, 0.0, 0.0])
+    score = from_package(estimator, make_env("LunarLander-v3"))
+    assert np.isfinite(score) and score < 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dqn import tracking
+from dqn import agent, tracking
 from dqn.agent import Episode, evaluate_episodes
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
@@ -261,6 +262,16 @@ def main(cfg: DictConfig) -> None:
         )
         sys.exit(1)
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module rebinds `dqn.evaluate` from the exercise's `evaluate(estimator, env)` to the
+    module; calling the module does what that function does, so `from dqn import evaluate` keeps working."""
+
+    def __call__(self, estimator: ActionValueEstimator, env: gymnasium.Env) -> float:
+        return agent.evaluate(estimator, env)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     main()
