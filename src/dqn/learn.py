@@ -101,6 +101,8 @@ def learn(
     q_target = q.copy()
     buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
     n_step = NStepTransitions(cfg.n_step, cfg.gamma)
+    discount = cfg.gamma**cfg.n_step  # every stored transition bootstraps n steps ahead
+    online = q if cfg.double_q else None  # Double DQN: the online network picks the next action
     epsilon = make_schedule(cfg.schedule.kind.value, cfg.schedule.start, cfg.schedule.end, cfg.schedule.decay_steps)
 
     def evaluation(step: int) -> None:
@@ -165,8 +167,7 @@ def learn(
                 q.set_learning_rate(cfg.lr * (1 - step / cfg.total_steps))
             for _ in range(cfg.gradient_steps):
                 obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)
-                online = q if cfg.double_q else None
-                targets = compute_target_values(q_target, rewards, next_obs, dones, cfg.gamma**cfg.n_step, online)
+                targets = compute_target_values(q_target, rewards, next_obs, dones, discount, online)
                 loss = q.train(obs, actions, targets)
                 if not math.isfinite(loss):
                     raise NonFiniteLoss(f"loss became {loss} at step {step}")

@@ -29,15 +29,24 @@ SWEEP_FILE = "sweep.json"
 SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
 
 
+PLUMBING = ("mlflow.", "hydra", "+hydra", "~", "resume=")
+
+
+def config_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that change what is trained, not where it is tracked or how Hydra runs it."""
+    return [o for o in overrides if not o.startswith(PLUMBING)]
+
+
 def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
     """The config a job shares with its other seeds: its overrides minus the seed, sorted.
 
     Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the
     overrides every job shares.
     """
-    kept = [o for o in overrides if not o.startswith(("seed=", "mlflow.", "hydra", "+hydra", "resume="))]
+    kept = [o for o in config_overrides(overrides) if not o.startswith("seed=")]
     if swept is not None:
-        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+~") in set(swept)]
+        swept = set(swept)
+        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept]
     return ",".join(sorted(kept)) or "defaults"
 
 

@@ -29,7 +29,7 @@ from dqn.config import ConfigError, TrainConfig, register_configs, validate
 from dqn.learn import CheckpointMismatch, learn
 from dqn.plots import learning_curve
 from dqn.progress import Progress
-from dqn.sweep import group_name, read_sweep
+from dqn.sweep import config_overrides, group_name, read_sweep
 
 log = logging.getLogger("dqn")
 register_configs()
@@ -45,7 +45,7 @@ USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, tracking.TrackingUn
 
 def run_name(overrides: list[str], seed: int) -> str:
     """A readable name from what the command line changed, e.g. `batch_size=256,lr=0.0005,seed=3`."""
-    parts = [o for o in overrides if not o.startswith(("mlflow.", "hydra", "+hydra", "~"))]
+    parts = config_overrides(overrides)
     if not any(p.startswith("seed=") for p in parts):
         parts.append(f"seed={seed}")
     return ",".join(parts)[:250]
@@ -133,10 +133,12 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
 
 def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     """Validate, open the run, train, store the results; the run ends however this ends."""
-    validate(OmegaConf.to_object(cfg))
-    out_dir = Path(hydra_cfg.runtime.output_dir)
-    recorder, cfg, checkpoint = open_run(cfg, OmegaConf.to_object(cfg), hydra_cfg, out_dir)
     settings: TrainConfig = OmegaConf.to_object(cfg)
+    validate(settings)
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    recorder, cfg, checkpoint = open_run(cfg, settings, hydra_cfg, out_dir)
+    if checkpoint is not None:
+        settings = OmegaConf.to_object(cfg)  # the resumed run's own config (validated by open_run)
 
     def save(state: dict) -> None:
         torch.save(state, out_dir / CHECKPOINT)
