@@ -3,7 +3,9 @@
 Both train on LunarLander-v3 under the same protocol: one torch thread per process, seeds in
 parallel worker processes, greedy evaluation on a separate env with the standard 1000-step limit
 every `eval_every` steps (training seconds exclude evaluation), a final greedy evaluation of
-`final_episodes` episodes. Prints one table and writes the raw rows to runs/bench/<time>.csv.
+`final_episodes` episodes of both the last weights and the weights of the best in-training
+evaluation (what `keep_best` delivers; RL-Zoo's best_model), the same rule for both systems.
+Prints one table and writes the raw rows to runs/bench/<time>.csv.
 
     python benchmarks/bench.py --quick        # a smoke check in a few minutes
     python benchmarks/bench.py                # the evidence: 10 of ours, 5 of SB3, 100k steps
@@ -12,6 +14,7 @@ every `eval_every` steps (training seconds exclude evaluation), a final greedy e
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import multiprocessing as mp
 import resource
@@ -39,7 +42,8 @@ class Result:
     seed: int
     steps: int
     train_seconds: float
-    final_mean: float
+    last_mean: float
+    best_mean: float
     steps_to_200: int | None
     seconds_to_200: float | None
     peak_rss_mb: float
@@ -70,18 +74,22 @@ def final_mean(policy, episodes: int, seed: int) -> float:
 
 def run_ours(seed: int, steps: int, eval_every: int, eval_episodes: int, final_episodes: int) -> Result:
     torch.set_num_threads(1)
-    cfg = TrainConfig(seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes)
+    cfg = TrainConfig(seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                      checkpoint_every=0, checkpoint_buffer=False, keep_best=False)  # fmt: skip
     evals: dict[int, dict[str, float]] = {}
+    saved: list[dict] = []  # the final checkpoint: it holds the best evaluation's weights
 
     def log(metrics: dict[str, float], step: int) -> None:
         if "eval_return_mean" in metrics:
             evals[step] = metrics
 
     start = time.perf_counter()
-    q = learn(cfg, log)
+    q = learn(cfg, log, saved.append)
     rows = [(s, m["eval_return_mean"], m["train_seconds"]) for s, m in sorted(evals.items())]
     seconds = rows[-1][2] if rows else time.perf_counter() - start
-    return Result("dqn (ours)", seed, steps, seconds, final_mean(q, final_episodes, seed), *first_solved(rows),
+    last = final_mean(q, final_episodes, seed)
+    q.network.load_state_dict(saved[-1]["best"]["q"])
+    return Result("dqn (ours)", seed, steps, seconds, last, final_mean(q, final_episodes, seed), *first_solved(rows),
                   peak_rss_mb(), rows)  # fmt: skip
 
 
@@ -103,6 +111,7 @@ def run_sb3(seed: int, steps: int, eval_every: int, eval_episodes: int, final_ep
     eval_env = make_env("LunarLander-v3")
     evals: list[tuple[int, float, float]] = []
     clock = {"start": time.perf_counter(), "paused": 0.0}
+    best: dict = {"score": -np.inf, "weights": None}
 
     class Evaluate(BaseCallback):
         def _on_step(self) -> bool:
@@ -112,6 +121,8 @@ def run_sb3(seed: int, steps: int, eval_every: int, eval_episodes: int, final_ep
                                                              seed + EVAL_SEED_OFFSET)]  # fmt: skip
                 clock["paused"] += time.perf_counter() - since
                 evals.append((self.num_timesteps, float(np.mean(scores)), since - clock["start"] - clock["paused"]))
+                if evals[-1][1] >= best["score"]:  # our keep_best rule
+                    best.update(score=evals[-1][1], weights=copy.deepcopy(self.model.policy.state_dict()))
             return True
 
     # RL-Zoo's hyperparams/dqn.yml for LunarLander (v2, unchanged for v3)
@@ -124,7 +135,9 @@ def run_sb3(seed: int, steps: int, eval_every: int, eval_episodes: int, final_ep
     clock["start"] = time.perf_counter()
     model.learn(total_timesteps=steps, callback=Evaluate())
     seconds = time.perf_counter() - clock["start"] - clock["paused"]
-    return Result("sb3 (rl-zoo)", seed, steps, seconds, final_mean(GreedySB3(model), final_episodes, seed),
+    last = final_mean(GreedySB3(model), final_episodes, seed)
+    model.policy.load_state_dict(best["weights"])
+    return Result("sb3 (rl-zoo)", seed, steps, seconds, last, final_mean(GreedySB3(model), final_episodes, seed),
                   *first_solved(evals), peak_rss_mb(), evals)  # fmt: skip
 
 
@@ -191,8 +204,10 @@ def summarize(results: list[Result]) -> list[dict]:
             "median_seconds_to_200": median([r.seconds_to_200 for r in mine if r.seconds_to_200 is not None]),
             "median_steps_to_200": median([r.steps_to_200 for r in mine if r.steps_to_200 is not None]),
             "reached_200": sum(r.steps_to_200 is not None for r in mine),
-            "final_means": [round(r.final_mean) for r in mine],
-            "success": sum(r.final_mean >= SOLVED for r in mine),
+            "last_means": [round(r.last_mean) for r in mine],
+            "success_last": sum(r.last_mean >= SOLVED for r in mine),
+            "best_means": [round(r.best_mean) for r in mine],
+            "success_best": sum(r.best_mean >= SOLVED for r in mine),
             "peak_rss_mb": max(r.peak_rss_mb for r in mine),
         })  # fmt: skip
     return rows
@@ -216,8 +231,9 @@ def print_table(rows: list[dict]) -> None:
         print(f"\nenv steps/s, ours / SB3: {ratio(ours['steps_per_second'], peer['steps_per_second'])}")
         print(f"median seconds to first eval >= 200, SB3 / ours: "
               f"{ratio(peer['median_seconds_to_200'], ours['median_seconds_to_200'])}")  # fmt: skip
-        print(f"success (final greedy mean >= 200): ours {ours['success']}/{ours['seeds']}, "
-              f"SB3 {peer['success']}/{peer['seeds']}")  # fmt: skip
+        for weights in ("last", "best"):
+            print(f"success ({weights} weights, final greedy mean >= 200): ours {ours['success_' + weights]}/"
+                  f"{ours['seeds']}, SB3 {peer['success_' + weights]}/{peer['seeds']}")  # fmt: skip
 
 
 def write_csv(results: list[Result], out: Path) -> Path:

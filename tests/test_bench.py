@@ -7,8 +7,9 @@ import pytest
 from benchmarks.bench import Result, first_solved, ratio, summarize, write_csv
 
 
-def result(system, seed, final, evals, seconds=10.0, rss=100.0):
-    return Result(system, seed, 1000, seconds, final, *first_solved(evals), rss, evals)
+def result(system, seed, last, evals, seconds=10.0, rss=100.0, best=None):
+    best = last if best is None else best
+    return Result(system, seed, 1000, seconds, last, best, *first_solved(evals), rss, evals)
 
 
 def test_first_solved_is_the_first_evaluation_at_or_above_200():
@@ -19,15 +20,16 @@ def test_first_solved_is_the_first_evaluation_at_or_above_200():
 def test_summary_medians_counts_and_peaks_per_system():
     results = [
         result("ours", 0, 250.0, [(10, 210.0, 1.0)], seconds=4.0, rss=120.0),
-        result("ours", 1, 150.0, [(10, 100.0, 1.0), (20, 205.0, 3.0)], seconds=5.0, rss=140.0),
+        result("ours", 1, 150.0, [(10, 100.0, 1.0), (20, 205.0, 3.0)], seconds=5.0, rss=140.0, best=201.0),
         result("ours", 2, 100.0, [(10, 50.0, 1.0)], seconds=10.0),
         result("peer", 0, 210.0, [(10, 220.0, 7.0)], seconds=50.0),
     ]
     ours, peer = summarize(results)
-    assert ours["seeds"] == 3 and ours["success"] == 1 and ours["reached_200"] == 2
+    assert ours["seeds"] == 3 and ours["success_last"] == 1 and ours["reached_200"] == 2
+    assert ours["best_means"] == [250, 201, 100] and ours["success_best"] == 2
     assert ours["steps_per_second"] == pytest.approx(1000 / 5.0)  # median of 250, 200, 100
     assert ours["median_steps_to_200"] == 15 and ours["median_seconds_to_200"] == 2.0
-    assert ours["final_means"] == [250, 150, 100] and ours["peak_rss_mb"] == 140.0
+    assert ours["last_means"] == [250, 150, 100] and ours["peak_rss_mb"] == 140.0
     assert peer["seeds"] == 1 and peer["median_seconds_to_200"] == 7.0
     assert ratio(ours["steps_per_second"], peer["steps_per_second"]) == "10.00x"
     assert ratio(None, 3.0) == "n/a"
@@ -36,4 +38,4 @@ def test_summary_medians_counts_and_peaks_per_system():
 def test_raw_results_are_written_as_csv(tmp_path):
     path = write_csv([result("ours", 0, 250.0, [(10, 210.0, 1.0)])], tmp_path / "bench")
     (row,) = csv.DictReader(path.open())
-    assert row["system"] == "ours" and float(row["final_mean"]) == 250.0 and float(row["steps_per_second"]) == 100.0
+    assert row["system"] == "ours" and float(row["last_mean"]) == 250.0 and float(row["steps_per_second"]) == 100.0

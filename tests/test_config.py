@@ -73,6 +73,8 @@ def bad(**changes) -> TrainConfig:
         (bad(env__id="LunarLander-v2"), "env.id"),
         (bad(env__id="LunarLanderContinuous-v3"), "env.id"),
         (bad(checkpoint_every=-1), "checkpoint_every"),
+        (bad(tau=0.0), "tau"),
+        (bad(tau=1.5), "tau"),
     ],
 )
 def test_validate_names_the_bad_key_and_what_is_allowed(cfg, key):

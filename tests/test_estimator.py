@@ -74,3 +74,11 @@ def test_copy_is_independent_until_synced(env):
     assert not np.array_equal(online.predict(observation), target.predict(observation))
     target.sync_from(online)
     np.testing.assert_array_equal(online.predict(observation), target.predict(observation))
+
+
+def test_soft_sync_moves_the_target_a_fraction_of_the_way(env):
+    online, target = ActionValueEstimator(env, hidden_sizes=[16]), ActionValueEstimator(env, hidden_sizes=[16])
+    before = [p.detach().clone() for p in target.network.parameters()]
+    target.sync_from(online, tau=0.25)
+    for old, new, theirs in zip(before, target.network.parameters(), online.network.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * theirs)

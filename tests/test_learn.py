@@ -5,8 +5,10 @@ from collections import defaultdict
 import pytest
 import torch
 
+from dqn.agent import evaluate_episodes
 from dqn.config import TrainConfig
-from dqn.learn import CheckpointMismatch, NonFiniteLoss, Stopped, learn
+from dqn.environment import make_env
+from dqn.learn import EVAL_SEED_OFFSET, CheckpointMismatch, NonFiniteLoss, Stopped, learn
 
 
 def tiny(**changes) -> TrainConfig:
@@ -93,3 +95,15 @@ def test_lr_anneal_reaches_zero_at_the_budget():
         learn_module.ActionValueEstimator.set_learning_rate = original
     assert seen[0] == pytest.approx(1e-3 * (1 - 304 / 1000))  # first update: step 304 (learning_starts 300, freq 4)
     assert seen[-1] == pytest.approx(0.0) and seen == sorted(seen, reverse=True)
+
+
+def test_keep_best_delivers_the_weights_of_the_best_evaluation():
+    history, log = recording()
+    cfg = tiny(keep_best=True, eval_episodes=2, eval_every=500)
+    q = learn(cfg, log)
+    scores = [mean for _, mean in history["eval_return_mean"]]
+    assert len(set(scores)) > 1 and scores[-1] < max(scores)  # the last weights are not the best here
+    assert history["best_eval_return_mean"][-1][1] == max(scores)
+    env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps)
+    again = [e.score for e in evaluate_episodes(q, env, 2, cfg.seed + EVAL_SEED_OFFSET)]
+    assert sum(again) / 2 == pytest.approx(max(scores))  # same starts, same greedy policy: same score

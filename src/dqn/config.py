@@ -114,7 +114,9 @@ class TrainConfig:
     gradient_steps: int = 1
     """Gradient steps per phase."""
     target_update_interval: int = 250
-    """Env steps between copies of the online network into the target network."""
+    """Env steps between updates of the target network from the online one."""
+    tau: float = 1.0
+    """Target update coefficient: 1 copies the online weights, < 1 moves toward them (Polyak averaging)."""
     max_grad_norm: float | None = 10.0
     """Gradient-norm clip; null disables clipping."""
     loss: Loss = Loss.huber
@@ -126,6 +128,8 @@ class TrainConfig:
     """Env steps between greedy evaluations; 0 evaluates only at the end."""
     eval_episodes: int = 10
     """Greedy episodes per evaluation, on a separate env; 0 disables evaluation."""
+    keep_best: bool = False
+    """Deliver the weights of the best greedy evaluation, not the last ones (as RL-Zoo's best_model)."""
     device: Device = Device.cpu
     torch_threads: int = 1
     """Intra-op threads; 1 lets parallel sweep jobs share the cores without fighting."""
@@ -154,6 +158,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
     _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
     _check(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
+    _check(0 < cfg.tau <= 1, "tau", cfg.tau, "a float in (0, 1]")
     _check(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")
     _check(cfg.max_time is None or cfg.max_time > 0, "max_time", cfg.max_time, "seconds > 0 or null")
     _check(

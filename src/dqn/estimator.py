@@ -94,9 +94,12 @@ class ActionValueEstimator:
         """An independent copy (the target network starts as one)."""
         return copy.deepcopy(self)
 
-    def sync_from(self, other: ActionValueEstimator) -> None:
-        """Overwrite these weights with `other`'s (the periodic target-network update)."""
-        self.network.load_state_dict(other.network.state_dict())
+    def sync_from(self, other: ActionValueEstimator, tau: float = 1.0) -> None:
+        """Move these weights toward `other`'s: w <- (1 - tau) w + tau w_other (the target-network
+        update); tau=1 copies them, a small tau is Polyak averaging, which damps the targets' jumps."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.network.parameters(), other.network.parameters(), strict=True):
+                mine.lerp_(theirs, tau)
 
     def save_weights(self, path: str | Path) -> None:
         """Weights plus the architecture, so a default-constructed estimator can load them."""

@@ -11,6 +11,7 @@ they hold, a resumed run replays exactly what an uninterrupted one would have do
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -80,6 +81,8 @@ def learn(
 ) -> ActionValueEstimator:
     """Train a Q-network on `cfg.env` until `total_steps` env steps or `max_time` seconds.
 
+    Returns the network as trained to the end, or with `keep_best` the weights of the best
+    greedy evaluation (the last weights stay in the final checkpoint).
     `save` receives a checkpoint every `checkpoint_every` steps, at the end, and when
     `stop_requested()` turns true (then `Stopped` is raised); `resume` is such a checkpoint.
     """
@@ -117,7 +120,9 @@ def learn(
             "eval_truncated_fraction": float(np.mean([e.truncated for e in episodes])),
             "train_seconds": clock.seconds(),
         }
-        log(metrics, step)
+        if metrics["eval_return_mean"] >= best["score"]:  # ties go to the later, more trained weights
+            best.update(score=metrics["eval_return_mean"], step=step, q=copy.deepcopy(q.network.state_dict()))
+        log(metrics | {"best_eval_return_mean": best["score"]}, step)
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -128,6 +133,7 @@ def learn(
             "q": q.network.state_dict(),
             "q_target": q_target.network.state_dict(),
             "optimizer": q.optimizer.state_dict(),
+            "best": best,
             "buffer": buffer.state_dict() if cfg.checkpoint_buffer else None,
             "rng": {
                 "loop": rng.bit_generator.state,
@@ -142,11 +148,13 @@ def learn(
             cfg.max_time is None or clock.seconds() < cfg.max_time
         )
 
+    best: dict[str, Any] = {"score": -math.inf, "step": -1, "q": None}  # the best evaluation's weights
     if resume is None:
         step, last_eval, clock = 0, -1, Stopwatch()
         observation, _ = env.reset(seed=cfg.seed)
     else:
         step, last_eval, clock = restore(resume, cfg, env, q, q_target, buffer, rng)
+        best = resume["best"]
         observation, _ = env.reset()  # the restored env RNG gives the start an unbroken run would get
     next_checkpoint = step + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
     episode_return, episode_length, losses = 0.0, 0, []
@@ -173,7 +181,7 @@ def learn(
                     raise NonFiniteLoss(f"loss became {loss} at step {step}")
                 losses.append(loss)
         if step % cfg.target_update_interval == 0:
-            q_target.sync_from(q)
+            q_target.sync_from(q, cfg.tau)
 
         if cfg.eval_episodes and cfg.eval_every and step % cfg.eval_every == 0:
             evaluation(step)
@@ -203,6 +211,8 @@ def learn(
         last_eval = step
     if save is not None:
         save(snapshot())
+    if cfg.keep_best and best["q"] is not None:
+        q.network.load_state_dict(best["q"])
     env.close()
     eval_env.close()
     return q
