@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-.PHONY: help install train test test-all lint format ui sweep report evaluate trained bench bench-quick constraints clean
+.PHONY: help install train test test-all lint format ui sweep report evaluate trained bench bench-quick profile constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ bench: $(STAMP) ## benchmark the default config against Stable-Baselines3 (long:
 
 bench-quick: ## the benchmark's smoke mode, a few minutes
 	$(MAKE) bench ARGS="--quick $(ARGS)"
+
+profile: $(STAMP) ## where the time of one env step goes (default config vs the exercise's layout)
+	$(BIN)/python benchmarks/profile_step.py $(ARGS)
 
 ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)
 	mkdir -p mlruns

@@ -45,7 +45,7 @@ def test_stopped_and_resumed_run_logs_what_an_unbroken_run_logs():
 
     after, log_after = recording()
     learn(tiny(), log_after, resume=checkpoint)
-    for key in ("episode_return", "loss", "eval_return_mean"):
+    for key in ("episode_return", "loss", "eval_return_mean", "best_eval_return_mean"):
         assert before[key] + after[key] == straight[key], key
 
 

@@ -170,14 +170,15 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
             uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
             log.info("model logged as %s", uri)
 
-    evals = recorder.history.get("eval_return_mean")
+    delivered = "best_eval_return_mean" if settings.keep_best else "eval_return_mean"  # what lunar-dqn.pth scored
+    evals = recorder.history.get(delivered)
     final = evals[-1][1] if evals else None
-    log.info("done: final greedy evaluation mean %s; outputs in %s", final, out_dir)
+    log.info("done: %s %s; outputs in %s", delivered, final, out_dir)
     return final
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train one agent as `cfg` says; return its final greedy evaluation mean (the sweep objective).
+    """Train one agent as `cfg` says; return the evaluation mean of the weights it delivers (the sweep objective).
 
     Bad input exits 2 with one line and no run. In a multirun, a job that fails is recorded
     as FAILED and the sweep goes on (the sweep reports the failures at its end).
