@@ -273,7 +273,10 @@ def main() -> None:
     steps = args.steps or (20_000 if quick else 100_000)
     seeds = args.seeds if args.seeds is not None else (2 if quick else 10)
     peer_seeds = args.peer_seeds if args.peer_seeds is not None else (2 if quick else 5)
-    eval_every, eval_episodes, final_episodes = (5_000, 5, 10) if quick else (10_000, 10, 50)
+    default = TrainConfig()  # the full mode evaluates both systems as our default config evaluates itself
+    eval_every, eval_episodes, final_episodes = (
+        (5_000, 5, 10) if quick else (default.eval_every, default.eval_episodes, 50)
+    )
 
     jobs = [("sb3", s, steps, eval_every, eval_episodes, final_episodes) for s in range(peer_seeds)]
     jobs += [("ours", s, steps, eval_every, eval_episodes, final_episodes) for s in range(seeds)]

@@ -47,7 +47,8 @@ def test_training_records_a_complete_run(project, store):
     assert losses and all(s > 500 for s, _ in losses)  # no updates before learning_starts
     assert [s for s, _ in history("eval_return_mean")] == [1500, 3000]
     assert len(history("eval_return_std")) == 2 and history("steps_per_second")
-    assert final == history("eval_return_mean")[-1][1]
+    evals = [v for _, v in history("eval_return_mean")]
+    assert final == max(evals) == history("best_eval_return_mean")[-1][1]  # keep_best: the delivered weights' score
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "lunar-dqn.pth", "learning_curve.png"} <= artifacts

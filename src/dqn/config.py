@@ -53,7 +53,7 @@ class EnvConfig:
 
 @dataclass
 class NetworkConfig:
-    hidden_sizes: list[int] = field(default_factory=lambda: [64, 64])
+    hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
     activation: Activation = Activation.relu
 
 
@@ -124,11 +124,11 @@ class TrainConfig:
     """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""
     double_q: bool = True
     """Double DQN: the online network picks the next action, the target network rates it."""
-    eval_every: int = 10_000
+    eval_every: int = 5_000
     """Env steps between greedy evaluations; 0 evaluates only at the end."""
     eval_episodes: int = 10
     """Greedy episodes per evaluation, on a separate env; 0 disables evaluation."""
-    keep_best: bool = False
+    keep_best: bool = True
     """Deliver the weights of the best greedy evaluation, not the last ones (as RL-Zoo's best_model)."""
     device: Device = Device.cpu
     torch_threads: int = 1
