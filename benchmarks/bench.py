@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from dqn.agent import evaluate_episodes
-from dqn.config import TrainConfig
+from dqn.config import TrainConfig, validate
 from dqn.environment import make_env
 from dqn.learn import EVAL_SEED_OFFSET, learn
 
@@ -72,10 +73,20 @@ def final_mean(policy, episodes: int, seed: int) -> float:
     return float(np.mean(scores))
 
 
-def run_ours(seed: int, steps: int, eval_every: int, eval_episodes: int, final_episodes: int) -> Result:
+def our_config(overrides: list[str], **fixed) -> TrainConfig:
+    """The default config with dotted `key=value` overrides (typed and checked by OmegaConf), then `fixed`."""
+    merged = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.from_dotlist(overrides), fixed)
+    cfg = OmegaConf.to_object(merged)
+    validate(cfg)
+    return cfg
+
+
+def run_ours(
+    seed: int, steps: int, eval_every: int, eval_episodes: int, final_episodes: int, overrides: list[str]
+) -> Result:
     torch.set_num_threads(1)
-    cfg = TrainConfig(seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
-                      checkpoint_every=0, checkpoint_buffer=False, keep_best=False)  # fmt: skip
+    cfg = our_config(overrides, seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
+                     checkpoint_every=0, checkpoint_buffer=False, keep_best=False)  # fmt: skip
     evals: dict[int, dict[str, float]] = {}
     saved: list[dict] = []  # the final checkpoint: it holds the best evaluation's weights
 
@@ -88,8 +99,10 @@ def run_ours(seed: int, steps: int, eval_every: int, eval_episodes: int, final_e
     rows = [(s, m["eval_return_mean"], m["train_seconds"]) for s, m in sorted(evals.items())]
     seconds = rows[-1][2] if rows else time.perf_counter() - start
     last = final_mean(q, final_episodes, seed)
-    q.network.load_state_dict(saved[-1]["best"]["q"])
-    return Result("dqn (ours)", seed, steps, seconds, last, final_mean(q, final_episodes, seed), *first_solved(rows),
+    if saved[-1]["best"]["q"] is not None:  # without evaluations the best weights are the last ones
+        q.network.load_state_dict(saved[-1]["best"]["q"])
+    name = " ".join(["dqn (ours)", *overrides])
+    return Result(name, seed, steps, seconds, last, final_mean(q, final_episodes, seed), *first_solved(rows),
                   peak_rss_mb(), rows)  # fmt: skip
 
 
@@ -179,7 +192,7 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
 
 def parallel_scaling(steps: int) -> float:
     """Throughput of 2 of our jobs at once over one alone (on 2 cores, 2.0 is perfect)."""
-    job = ("ours", 0, steps, steps, 0, 1)
+    job = ("ours", 0, steps, steps, 0, 1, [])
     with mp.get_context("spawn").Pool(1) as pool:
         alone = pool.map(run_job, [job])[0].steps_per_second
     with mp.get_context("spawn").Pool(2) as pool:
@@ -265,6 +278,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="env steps per run (default 100k, quick 20k)")
     parser.add_argument("--workers", type=int, default=mp.cpu_count(), help="parallel processes (default: cores)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override our config (repeatable), e.g. network.hidden_sizes=[64,64]")  # fmt: skip
     parser.add_argument("--costs-only", action="store_true", help="only the tracking cost and parallel scaling")
     args = parser.parse_args()
     quick = args.quick
@@ -279,11 +294,11 @@ def main() -> None:
     )
 
     jobs = [("sb3", s, steps, eval_every, eval_episodes, final_episodes) for s in range(peer_seeds)]
-    jobs += [("ours", s, steps, eval_every, eval_episodes, final_episodes) for s in range(seeds)]
+    jobs += [("ours", s, steps, eval_every, eval_episodes, final_episodes, args.set) for s in range(seeds)]
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:  # fresh RSS per run
         results = pool.map(run_job, jobs, chunksize=1)
-    results.sort(key=lambda r: (r.system != "dqn (ours)", r.seed))
+    results.sort(key=lambda r: (not r.system.startswith("dqn (ours)"), r.seed))
     print(f"{len(jobs)} runs of {steps:,} steps on {args.workers} processes in {time.perf_counter() - start:.0f} s\n")
     print_table(summarize(results))
     print(f"raw results: {write_csv(results, args.out)}")

@@ -4,7 +4,8 @@ import csv
 
 import pytest
 
-from benchmarks.bench import Result, first_solved, ratio, summarize, write_csv
+from benchmarks.bench import Result, first_solved, our_config, ratio, summarize, write_csv
+from dqn.config import ConfigError
 
 
 def result(system, seed, last, evals, seconds=10.0, rss=100.0, best=None):
@@ -39,3 +40,12 @@ def test_raw_results_are_written_as_csv(tmp_path):
     path = write_csv([result("ours", 0, 250.0, [(10, 210.0, 1.0)])], tmp_path / "bench")
     (row,) = csv.DictReader(path.open())
     assert row["system"] == "ours" and float(row["last_mean"]) == 250.0 and float(row["steps_per_second"]) == 100.0
+
+
+def test_our_config_takes_typed_dotted_overrides_and_refuses_bad_ones():
+    cfg = our_config(["network.hidden_sizes=[64,64]", "tau=0.01"], seed=3)
+    assert cfg.network.hidden_sizes == [64, 64] and cfg.tau == 0.01 and cfg.seed == 3 and cfg.batch_size == 128
+    with pytest.raises(Exception, match="batch_sise"):
+        our_config(["batch_sise=3"])
+    with pytest.raises(ConfigError, match="tau=0.0 is invalid"):
+        our_config(["tau=0.0"])
