@@ -154,7 +154,7 @@ def learn(
         observation, _ = env.reset(seed=cfg.seed)
     else:
         step, last_eval, clock = restore(resume, cfg, env, q, q_target, buffer, rng)
-        best = resume["best"]
+        best = resume.get("best", best)  # checkpoints from before keep_best have none
         observation, _ = env.reset()  # the restored env RNG gives the start an unbroken run would get
     next_checkpoint = step + cfg.checkpoint_every if cfg.checkpoint_every else math.inf
     episode_return, episode_length, losses = 0.0, 0, []
