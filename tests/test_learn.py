@@ -107,3 +107,12 @@ def test_keep_best_delivers_the_weights_of_the_best_evaluation():
     env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps)
     again = [e.score for e in evaluate_episodes(q, env, 2, cfg.seed + EVAL_SEED_OFFSET)]
     assert sum(again) / 2 == pytest.approx(max(scores))  # same starts, same greedy policy: same score
+
+
+def test_checkpoints_from_before_keep_best_still_resume():
+    saved = []
+    learn(tiny(total_steps=600), save=saved.append)
+    old = {key: value for key, value in saved[-1].items() if key != "best"}
+    history, log = recording()
+    learn(tiny(total_steps=1200, eval_every=1200), log, resume=old)
+    assert history["best_eval_return_mean"] == history["eval_return_mean"]  # the first evaluation after resume
