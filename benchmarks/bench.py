@@ -88,7 +88,8 @@ def run_ours(
     cfg = our_config(overrides, seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
                      checkpoint_every=0, checkpoint_buffer=False, keep_best=False)  # fmt: skip
     evals: dict[int, dict[str, float]] = {}
-    saved: list[dict] = []  # the final checkpoint: it holds the best evaluation's weights
+    saved: list[dict] = []  # the final checkpoint holds a copy of the best evaluation's weights; with
+    # keep_best=False the returned network keeps the last ones (the checkpoint's "q" aliases it)
 
     def log(metrics: dict[str, float], step: int) -> None:
         if "eval_return_mean" in metrics:

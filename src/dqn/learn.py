@@ -121,7 +121,7 @@ def learn(
             "train_seconds": clock.seconds(),
         }
         if metrics["eval_return_mean"] >= best["score"]:  # ties go to the later, more trained weights
-            best.update(score=metrics["eval_return_mean"], step=step, q=copy.deepcopy(q.network.state_dict()))
+            best.update(score=metrics["eval_return_mean"], q=copy.deepcopy(q.network.state_dict()))
         log(metrics | {"best_eval_return_mean": best["score"]}, step)
 
     def snapshot() -> dict[str, Any]:
@@ -148,7 +148,7 @@ def learn(
             cfg.max_time is None or clock.seconds() < cfg.max_time
         )
 
-    best: dict[str, Any] = {"score": -math.inf, "step": -1, "q": None}  # the best evaluation's weights
+    best: dict[str, Any] = {"score": -math.inf, "q": None}  # the best evaluation's weights
     if resume is None:
         step, last_eval, clock = 0, -1, Stopwatch()
         observation, _ = env.reset(seed=cfg.seed)
