@@ -82,3 +82,22 @@ def test_soft_sync_moves_the_target_a_fraction_of_the_way(env):
     target.sync_from(online, tau=0.25)
     for old, new, theirs in zip(before, target.network.parameters(), online.network.parameters(), strict=True):
         torch.testing.assert_close(new, 0.75 * old + 0.25 * theirs)
+
+
+def test_dueling_head_splits_q_into_state_value_plus_centred_advantages(env, tmp_path):
+    torch.manual_seed(0)
+    estimator = ActionValueEstimator(env, hidden_sizes=[16], dueling=True)
+    observations = np.random.default_rng(0).normal(size=(6, 8)).astype(np.float32)
+    head = estimator.network[-1]
+    with torch.no_grad():
+        features = estimator.network[:-1](torch.as_tensor(observations))
+        value = head.value(features).numpy()
+    # The advantages are centred per state, so the mean over actions of Q is the state value.
+    np.testing.assert_allclose(estimator.predict(observations).mean(axis=1, keepdims=True), value, atol=1e-6)
+
+    path = tmp_path / "dueling.pth"
+    estimator.save_weights(path)
+    loaded = ActionValueEstimator(env)  # a plain 128x128 head: loading rebuilds the dueling layout
+    loaded.load_weights(path)
+    assert loaded.dueling
+    np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))

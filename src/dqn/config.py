@@ -55,6 +55,8 @@ class EnvConfig:
 class NetworkConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
     activation: Activation = Activation.relu
+    dueling: bool = False
+    """Split the head into a state value and action advantages (Dueling DQN)."""
 
 
 @dataclass

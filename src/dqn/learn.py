@@ -96,6 +96,7 @@ def learn(
         env,
         cfg.network.hidden_sizes,
         cfg.network.activation.value,
+        cfg.network.dueling,
         lr=cfg.lr,
         loss=cfg.loss.value,
         max_grad_norm=cfg.max_grad_norm,
@@ -226,6 +227,7 @@ def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
         "n_actions": int(env.action_space.n),
         "network.hidden_sizes": list(cfg.network.hidden_sizes),
         "network.activation": cfg.network.activation.value,
+        "network.dueling": cfg.network.dueling,
         "buffer.capacity": cfg.buffer.capacity,
     }
 
