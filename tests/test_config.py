@@ -75,6 +75,7 @@ def bad(**changes) -> TrainConfig:
         (bad(checkpoint_every=-1), "checkpoint_every"),
         (bad(tau=0.0), "tau"),
         (bad(tau=1.5), "tau"),
+        (bad(adam_eps=0.0), "adam_eps"),
     ],
 )
 def test_validate_names_the_bad_key_and_what_is_allowed(cfg, key):

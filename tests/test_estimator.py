@@ -101,3 +101,8 @@ def test_dueling_head_splits_q_into_state_value_plus_centred_advantages(env, tmp
     loaded.load_weights(path)
     assert loaded.dueling
     np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
+
+
+def test_adam_eps_reaches_the_optimizer(env):
+    estimator = ActionValueEstimator(env, hidden_sizes=[8], adam_eps=1.5e-4)
+    assert estimator.optimizer.param_groups[0]["eps"] == 1.5e-4

@@ -102,6 +102,9 @@ class TrainConfig:
     """Seeds Python, numpy, torch, the env and its action space."""
     batch_size: int = 128
     lr: float = 1e-3
+    adam_eps: float = 1e-8
+    """Adam's epsilon; DQN practice (Rainbow, Dopamine) raises it to ~1.5e-4 to damp the steps of
+    weights whose gradients are rarely non-zero."""
     lr_anneal: bool = False
     """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
@@ -159,6 +162,7 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed."""
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
     _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
+    _check(cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a float > 0")
     _check(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
     _check(0 < cfg.tau <= 1, "tau", cfg.tau, "a float in (0, 1]")
     _check(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")

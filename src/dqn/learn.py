@@ -98,6 +98,7 @@ def learn(
         cfg.network.activation.value,
         cfg.network.dueling,
         lr=cfg.lr,
+        adam_eps=cfg.adam_eps,
         loss=cfg.loss.value,
         max_grad_norm=cfg.max_grad_norm,
         device=resolve_device(cfg.device),
