@@ -103,8 +103,8 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     adam_eps: float = 1e-8
-    """Adam's epsilon; DQN practice (Rainbow, Dopamine) raises it to ~1.5e-4 to damp the steps of
-    weights whose gradients are rarely non-zero."""
+    """Adam's epsilon. Rainbow raises it to 1.5e-4 to damp the steps of weights whose gradients are
+    rarely non-zero; on LunarLander at 100k steps that hurt (README, round 3)."""
     lr_anneal: bool = False
     """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
