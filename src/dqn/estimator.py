@@ -133,7 +133,8 @@ class ActionValueEstimator:
     def load_weights(self, path: str | Path) -> None:
         """Load weights saved by `save_weights`, rebuilding the network if its shape differs."""
         saved = torch.load(path, map_location=self.device, weights_only=True)
-        architecture = (saved["hidden_sizes"], saved["activation"], saved.get("dueling", False))
+        # Files saved before the dueling option existed have plain heads.
+        architecture = (list(saved["hidden_sizes"]), saved["activation"], saved.get("dueling", False))
         if architecture != (self.hidden_sizes, self.activation, self.dueling):
-            self._build(list(architecture[0]), architecture[1], architecture[2])
+            self._build(*architecture)
         self.network.load_state_dict(saved["state_dict"])
