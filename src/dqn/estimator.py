@@ -12,6 +12,12 @@ import torch
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
+# The same functions in numpy, for `greedy_action`'s fast path (numpy has no erf, so no gelu).
+NUMPY_ACTIVATIONS = {
+    "relu": lambda x: np.maximum(x, 0),
+    "tanh": np.tanh,
+    "elu": lambda x: np.where(x > 0, x, np.expm1(x)),
+}
 DEFAULT_HIDDEN_SIZES = (256, 256)
 
 
@@ -72,6 +78,23 @@ class ActionValueEstimator:
         # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA.
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr, eps=self.adam_eps, fused=True)
         self.loss_fn = nn.SmoothL1Loss() if self.loss_name == "huber" else nn.MSELoss()
+        self._numpy_layers = self._numpy_views()
+
+    def _numpy_views(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each linear layer's (weight, bias) as numpy views of the parameters' own memory, which
+        the optimizer and `load_state_dict` update in place; None where numpy cannot stand in
+        for torch (parameters on a GPU, an activation numpy lacks)."""
+        if self.device.type != "cpu" or self.activation not in NUMPY_ACTIVATIONS:
+            return None
+        linears = [m for m in self.network.modules() if isinstance(m, nn.Linear)]
+        if self.dueling:  # argmax_a Q = argmax_a A: V(s) and the mean of A shift every action alike
+            linears.remove(self.network[-1].value)
+        return [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linears]
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy (deepcopy, pickle) must view its own parameters, not copies of the original's."""
+        self.__dict__.update(state)
+        self._numpy_layers = self._numpy_views()
 
     def _tensor(self, array) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32, device=self.device)
@@ -86,9 +109,21 @@ class ActionValueEstimator:
         return self.q_values(observations).cpu().numpy()
 
     def greedy_action(self, observation) -> int:
-        """argmax_a Q(observation, a) for a single observation; the per-step hot path."""
-        with torch.inference_mode():
-            return int(self.network(self._tensor(observation)).argmax())
+        """argmax_a Q(observation, a) for a single observation: the per-step hot path.
+
+        On CPU the forward pass runs in numpy over views of the parameters: for one 8-float
+        input torch spends ~10 us of dispatch per operation on ~1 us of arithmetic, numpy ~1,
+        so this is ~7x cheaper (same weights; the sums may round differently in the last bit).
+        """
+        if self._numpy_layers is None:
+            with torch.inference_mode():
+                return int(self.network(self._tensor(observation)).argmax())
+        activation = NUMPY_ACTIVATIONS[self.activation]
+        x = np.asarray(observation, dtype=np.float32)
+        *hidden, (weight, bias) = self._numpy_layers
+        for w, b in hidden:
+            x = activation(w @ x + b)
+        return int((weight @ x + bias).argmax())
 
     def train(self, observations, actions, target_values) -> float:
         """One gradient step pulling Q(observations, actions) toward target_values; returns the loss."""
@@ -98,9 +133,17 @@ class ActionValueEstimator:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.network.parameters(), self.max_grad_norm)
+            self._clip_gradients(self.max_grad_norm)
         self.optimizer.step()
         return loss.item()
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """`clip_grad_norm_`, bit for bit, minus its multiply by 1.0 when the norm is under the bound:
+        with a Huber loss that is almost every step, and the multiply is a tenth of an update."""
+        parameters = list(self.network.parameters())
+        norm = nn.utils.get_total_norm([p.grad for p in parameters if p.grad is not None])
+        if max_norm / (norm + 1e-6) < 1:  # clip_grad_norm_'s own coefficient, clamped at 1
+            nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
 
     def set_learning_rate(self, lr: float) -> None:
         """Change the optimizer's step size (for annealing); Adam's moment estimates are kept."""
