@@ -78,24 +78,25 @@ class ActionValueEstimator:
         # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA.
         self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr, eps=self.adam_eps, fused=True)
         self.loss_fn = nn.SmoothL1Loss() if self.loss_name == "huber" else nn.MSELoss()
-        self._parameters = list(self.network.parameters())  # listing them anew costs ~10 us an update
-        self._numpy_layers = self._numpy_views()
+        self._index_parameters()
 
-    def _numpy_views(self) -> list[tuple[np.ndarray, np.ndarray]] | None:
-        """Each linear layer's (weight, bias) as numpy views of the parameters' own memory, which
-        the optimizer and `load_state_dict` update in place; None where numpy cannot stand in
-        for torch (parameters on a GPU, an activation numpy lacks)."""
-        if self.device.type != "cpu" or self.activation not in NUMPY_ACTIVATIONS:
-            return None
-        linears = [m for m in self.network.modules() if isinstance(m, nn.Linear)]
-        if self.dueling:  # argmax_a Q = argmax_a A: V(s) and the mean of A shift every action alike
-            linears.remove(self.network[-1].value)
-        return [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linears]
+    def _index_parameters(self) -> None:
+        """What the hot paths read instead of walking the network each call: the parameter list
+        (listing it anew costs ~10 us an update) and each linear layer's (weight, bias) as numpy
+        views of the parameters' own memory, which the optimizer and `load_state_dict` update in
+        place (None where numpy cannot stand in for torch: a GPU, an activation numpy lacks)."""
+        self._parameters = list(self.network.parameters())
+        self._numpy_layers = None
+        if self.device.type == "cpu" and self.activation in NUMPY_ACTIVATIONS:
+            linears = [m for m in self.network.modules() if isinstance(m, nn.Linear)]
+            if self.dueling:  # argmax_a Q = argmax_a A: V(s) and the mean of A shift every action alike
+                linears.remove(self.network[-1].value)
+            self._numpy_layers = [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linears]
 
     def __setstate__(self, state: dict) -> None:
-        """A copy (deepcopy, pickle) must view its own parameters, not copies of the original's."""
+        """A copy (deepcopy, pickle) must index its own parameters, not copies of the original's."""
         self.__dict__.update(state)
-        self._numpy_layers = self._numpy_views()
+        self._index_parameters()
 
     def _tensor(self, array) -> torch.Tensor:
         return torch.as_tensor(array, dtype=torch.float32, device=self.device)
