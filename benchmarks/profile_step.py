@@ -48,7 +48,9 @@ def parts(cfg: TrainConfig, repeat: int) -> dict[str, float]:
         for transition in n_step.add(observation, action, reward, next_observation, terminated, truncated):
             buffer.append(*transition)
         observation = next_observation if not (terminated or truncated) else env.reset()[0]
-    q = ActionValueEstimator(env, cfg.network.hidden_sizes, lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)
+    network = cfg.network
+    q = ActionValueEstimator(env, network.hidden_sizes, network.activation.value, network.dueling, network.layer_norm,
+                             lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)  # fmt: skip
     q_target = q.copy()
     online = q if cfg.double_q else None
     obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)

@@ -1,6 +1,9 @@
+import pickle
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
@@ -103,17 +106,43 @@ def test_dueling_head_splits_q_into_state_value_plus_centred_advantages(env, tmp
     np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
 
 
+def test_layer_norm_normalises_each_hidden_layer_and_survives_save_and_load(env, tmp_path):
+    torch.manual_seed(0)
+    estimator = ActionValueEstimator(env, hidden_sizes=[32, 16], layer_norm=True, lr=1e-2)
+    observations = np.random.default_rng(0).normal(scale=5, size=(50, 8)).astype(np.float32)
+    norms = [m for m in estimator.network if isinstance(m, nn.LayerNorm)]
+    assert [m.normalized_shape for m in norms] == [(32,), (16,)]
+    with torch.no_grad():
+        normalised = estimator.network[:2](torch.as_tensor(observations))  # Linear -> LayerNorm
+    np.testing.assert_allclose(normalised.mean(dim=1).numpy(), 0, atol=1e-5)
+    np.testing.assert_allclose(normalised.std(dim=1, unbiased=False).numpy(), 1, atol=1e-3)
+
+    actions = np.zeros((50, 1), dtype=np.int64)
+    estimator.train(observations, actions, np.full((50, 1), 3.0, dtype=np.float32))  # moves gain and shift too
+    path = tmp_path / "ln.pth"
+    estimator.save_weights(path)
+    loaded = ActionValueEstimator(env)  # a plain 128x128 network: loading rebuilds the normalised layout
+    loaded.load_weights(path)
+    assert loaded.layer_norm
+    np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
+
+
 def test_adam_eps_reaches_the_optimizer(env):
     estimator = ActionValueEstimator(env, hidden_sizes=[8], adam_eps=1.5e-4)
     assert estimator.optimizer.param_groups[0]["eps"] == 1.5e-4
 
 
-@pytest.mark.parametrize(("activation", "dueling"), [("relu", False), ("tanh", False), ("elu", True), ("gelu", False)])
-def test_greedy_action_is_the_argmax_of_the_current_weights(env, activation, dueling):
+@pytest.mark.parametrize(
+    ("activation", "dueling", "layer_norm"),
+    [("relu", False, False), ("tanh", False, False), ("elu", True, False), ("relu", False, True),
+     ("elu", True, True), ("gelu", False, False)],
+)  # fmt: skip
+def test_greedy_action_is_the_argmax_of_the_current_weights(env, activation, dueling, layer_norm):
     """The numpy fast path must follow every in-place change of the weights, in the estimator it
     belongs to and not in its copies."""
     torch.manual_seed(0)
-    online = ActionValueEstimator(env, hidden_sizes=[32, 16], activation=activation, dueling=dueling, lr=1e-2)
+    online = ActionValueEstimator(env, [32, 16], activation, dueling, layer_norm, lr=1e-2)
+    assert (online._numpy_layers is None) == (activation == "gelu")  # numpy has no gelu: torch serves it
     target = online.copy()
     rng = np.random.default_rng(0)
     observations = rng.normal(size=(200, 8)).astype(np.float32)
@@ -126,6 +155,7 @@ def test_greedy_action_is_the_argmax_of_the_current_weights(env, activation, due
     for _ in range(20):  # moves the online weights far enough to change many argmaxes
         online.train(observations, actions, rng.normal(scale=10, size=(200, 1)).astype(np.float32))
     assert agrees(online) and agrees(target)
+    assert agrees(pickle.loads(pickle.dumps(online)))  # a pickled copy views its own parameters too
     assert [online.greedy_action(o) for o in observations] != [target.greedy_action(o) for o in observations]
     target.sync_from(online)
     assert agrees(target)

@@ -73,6 +73,18 @@ def test_resume_with_another_network_is_refused():
         learn(other, resume=saved[-1])
 
 
+def test_resume_refuses_another_normalisation_and_reads_old_checkpoints_as_unnormalised():
+    plain, normalised = tiny(total_steps=400), tiny(total_steps=600)
+    plain.network.layer_norm, normalised.network.layer_norm = False, True
+    saved = []
+    learn(plain, save=saved.append)
+    with pytest.raises(CheckpointMismatch, match="network.layer_norm=False"):
+        learn(normalised, resume=saved[-1])
+    del saved[-1]["shapes"]["network.layer_norm"]  # as written before the option existed
+    plain.total_steps = 600
+    assert learn(plain, resume=saved[-1]) is not None
+
+
 def test_diverging_loss_stops_training_with_the_step():
     with pytest.raises(NonFiniteLoss, match="at step"):
         learn(tiny(lr=1e35, max_grad_norm=None, total_steps=1500))

@@ -57,6 +57,8 @@ class NetworkConfig:
     activation: Activation = Activation.relu
     dueling: bool = False
     """Split the head into a state value and action advantages (Dueling DQN)."""
+    layer_norm: bool = False
+    """Normalise each hidden layer's pre-activations (LayerNorm, with a learnt gain and shift)."""
 
 
 @dataclass

@@ -97,6 +97,7 @@ def learn(
         cfg.network.hidden_sizes,
         cfg.network.activation.value,
         cfg.network.dueling,
+        cfg.network.layer_norm,
         lr=cfg.lr,
         adam_eps=cfg.adam_eps,
         loss=cfg.loss.value,
@@ -229,6 +230,7 @@ def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
         "network.hidden_sizes": list(cfg.network.hidden_sizes),
         "network.activation": cfg.network.activation.value,
         "network.dueling": cfg.network.dueling,
+        "network.layer_norm": cfg.network.layer_norm,
         "buffer.capacity": cfg.buffer.capacity,
     }
 
@@ -236,7 +238,8 @@ def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
 def restore(state, cfg, env, q, q_target, buffer, rng) -> tuple[int, int, Stopwatch]:
     """Put a checkpoint back into freshly built parts; return (step, last_eval, clock)."""
     expected = shapes(cfg, env)
-    for key, value in state["shapes"].items():
+    made_with = {"network.layer_norm": False} | state["shapes"]  # checkpoints from before the option
+    for key, value in made_with.items():
         if expected[key] != value:
             raise CheckpointMismatch(f"checkpoint made with {key}={value!r}; this config has {expected[key]!r}")
     q.network.load_state_dict(state["q"])
