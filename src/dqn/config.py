@@ -57,8 +57,10 @@ class NetworkConfig:
     activation: Activation = Activation.relu
     dueling: bool = False
     """Split the head into a state value and action advantages (Dueling DQN)."""
-    layer_norm: bool = False
-    """Normalise each hidden layer's pre-activations (LayerNorm, with a learnt gain and shift)."""
+    layer_norm: bool = True
+    """Normalise each hidden layer's pre-activations (LayerNorm, with a learnt gain and shift). It keeps
+    the Q-network's features on one scale while its targets move; on LunarLander at 100k steps it
+    took the delivered policy from 6 to 10 of 10 seeds >= 200 (README, round 5)."""
 
 
 @dataclass
@@ -124,8 +126,9 @@ class TrainConfig:
     """Env steps between updates of the target network from the online one."""
     tau: float = 1.0
     """Target update coefficient: 1 copies the online weights, < 1 moves toward them (Polyak averaging)."""
-    max_grad_norm: float | None = 10.0
-    """Gradient-norm clip; null disables clipping."""
+    max_grad_norm: float | None = None
+    """Gradient-norm clip; null disables clipping. With layer_norm the clip (at 10, as SB3) slowed
+    learning and cost ~100 us an update (README, round 5)."""
     loss: Loss = Loss.huber
     n_step: int = 3
     """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""
