@@ -61,7 +61,7 @@ bench: $(STAMP) ## benchmark the default config against Stable-Baselines3 (long:
 bench-quick: ## the benchmark's smoke mode, a few minutes
 	$(MAKE) bench ARGS="--quick $(ARGS)"
 
-profile: $(STAMP) ## where the time of one env step goes (default config vs the exercise's layout)
+profile: $(STAMP) ## where the time of one env step goes (default, previous default, the exercise's layout)
 	$(BIN)/python benchmarks/profile_step.py $(ARGS)
 
 ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)

@@ -1,5 +1,6 @@
-"""Where the time of one env step goes, for the default config and the exercise's layout
-(one update per env step on a 256x256 network, as the first version of this loop did).
+"""Where the time of one env step goes, for the default config, the default before round 5
+(no LayerNorm, clip at 10) and the exercise's layout (one update per env step on a 256x256
+network, as the first version of this loop did).
 
 Each part of the loop is timed alone on realistic inputs (a full replay buffer, a real env)
 and charged per env step: the update's parts divided by `train_freq`, greedy action selection
@@ -94,7 +95,14 @@ def loop_microseconds(cfg: TrainConfig) -> float:
 def exercise_layout() -> TrainConfig:
     """The exercise's shape: one update per env step, 1-step targets, a 256x256 network."""
     cfg = TrainConfig(train_freq=1, n_step=1, double_q=False)
-    cfg.network.hidden_sizes = [256, 256]
+    cfg.network.hidden_sizes, cfg.network.layer_norm = [256, 256], False
+    return cfg
+
+
+def previous_default() -> TrainConfig:
+    """The default until round 5 (README): no LayerNorm, gradients clipped at 10."""
+    cfg = TrainConfig(max_grad_norm=10.0)
+    cfg.network.layer_norm = False
     return cfg
 
 
@@ -104,7 +112,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000, help="env steps of the whole-loop measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    layouts = {"exercise layout (256x256, an update per step)": exercise_layout(), "default config": TrainConfig()}
+    layouts = {
+        "exercise layout (256x256, an update per step)": exercise_layout(),
+        "previous default (no LayerNorm, clip 10)": previous_default(),
+        "default config": TrainConfig(),
+    }
     rows = {}
     for name, cfg in layouts.items():
         cfg.total_steps, cfg.learning_starts = args.steps, 1000

@@ -109,6 +109,8 @@ def test_experiment_overrides_the_root_config_and_sweep_sets_multirun_params(tmp
     cfg = settings(tmp_path, "experiment=trained_lander")
     assert (cfg.total_steps, cfg.n_step, cfg.env.max_episode_steps, cfg.buffer.capacity) == (500_000, 3, 1000, 100_000)
     assert cfg.schedule.end == 0.02
+    # the recorded lander keeps the layout and clip it was trained with, whatever today's defaults
+    assert (cfg.network.hidden_sizes, cfg.network.layer_norm, cfg.max_grad_norm) == ([256, 256], False, 10.0)
     from hydra.core.hydra_config import HydraConfig
 
     compose_config(["sweep=local_optimum"], tmp_path / "sweep")
