@@ -111,7 +111,7 @@ def test_lr_anneal_reaches_zero_at_the_budget():
 
 def test_keep_best_delivers_the_weights_of_the_best_evaluation():
     history, log = recording()
-    cfg = tiny(keep_best=True, eval_episodes=2, eval_every=500)
+    cfg = tiny(keep_best=True, eval_episodes=2, eval_every=500, seed=1)  # a seed whose last weights fall back
     q = learn(cfg, log)
     scores = [mean for _, mean in history["eval_return_mean"]]
     assert len(set(scores)) > 1 and scores[-1] < max(scores)  # the last weights are not the best here
