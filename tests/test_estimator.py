@@ -57,12 +57,18 @@ def test_gradient_clipping_bounds_the_update(env):
     assert 0 < moved <= 1.1e-3
 
 
+def reloaded(estimator: ActionValueEstimator, env, path) -> ActionValueEstimator:
+    """`estimator`'s weights saved and loaded into a default-constructed estimator (a plain 256x256
+    network), which must rebuild the saved layout to take them."""
+    estimator.save_weights(path)
+    loaded = ActionValueEstimator(env)
+    loaded.load_weights(path)
+    return loaded
+
+
 def test_save_and_load_into_a_default_constructed_estimator(env, tmp_path):
     trained = ActionValueEstimator(env, hidden_sizes=[32, 16], activation="tanh")
-    path = tmp_path / "lunar-dqn.pth"
-    trained.save_weights(path)
-    fresh = ActionValueEstimator(env)  # default architecture differs: load rebuilds it
-    fresh.load_weights(path)
+    fresh = reloaded(trained, env, tmp_path / "lunar-dqn.pth")
     observation, _ = env.reset(seed=1)
     np.testing.assert_array_equal(fresh.predict(observation), trained.predict(observation))
     assert fresh.hidden_sizes == [32, 16] and fresh.activation == "tanh"
@@ -98,10 +104,7 @@ def test_dueling_head_splits_q_into_state_value_plus_centred_advantages(env, tmp
     # The advantages are centred per state, so the mean over actions of Q is the state value.
     np.testing.assert_allclose(estimator.predict(observations).mean(axis=1, keepdims=True), value, atol=1e-6)
 
-    path = tmp_path / "dueling.pth"
-    estimator.save_weights(path)
-    loaded = ActionValueEstimator(env)  # a plain 128x128 head: loading rebuilds the dueling layout
-    loaded.load_weights(path)
+    loaded = reloaded(estimator, env, tmp_path / "dueling.pth")
     assert loaded.dueling
     np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
 
@@ -119,10 +122,7 @@ def test_layer_norm_normalises_each_hidden_layer_and_survives_save_and_load(env,
 
     actions = np.zeros((50, 1), dtype=np.int64)
     estimator.train(observations, actions, np.full((50, 1), 3.0, dtype=np.float32))  # moves gain and shift too
-    path = tmp_path / "ln.pth"
-    estimator.save_weights(path)
-    loaded = ActionValueEstimator(env)  # a plain 128x128 network: loading rebuilds the normalised layout
-    loaded.load_weights(path)
+    loaded = reloaded(estimator, env, tmp_path / "ln.pth")
     assert loaded.layer_norm
     np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
 
