@@ -93,7 +93,7 @@ def loop_microseconds(cfg: TrainConfig) -> float:
 
 
 def exercise_layout() -> TrainConfig:
-    """The exercise's shape: one update per env step, 1-step targets, a 256x256 network."""
+    """The exercise's shape: one update per env step, 1-step targets, a plain 256x256 network, no clip."""
     cfg = TrainConfig(train_freq=1, n_step=1, double_q=False)
     cfg.network.hidden_sizes, cfg.network.layer_norm = [256, 256], False
     return cfg
@@ -113,7 +113,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     layouts = {
-        "exercise layout (256x256, an update per step)": exercise_layout(),
+        "exercise layout (plain 256x256, no clip, an update per step)": exercise_layout(),
         "previous default (no LayerNorm, clip 10)": previous_default(),
         "default config": TrainConfig(),
     }

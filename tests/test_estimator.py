@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from dqn.environment import make_env
-from dqn.estimator import ActionValueEstimator
+from dqn.estimator import ActionValueEstimator, numpy_layer
 
 
 @pytest.fixture
@@ -122,6 +122,10 @@ def test_layer_norm_normalises_each_hidden_layer_and_survives_save_and_load(env,
 
     actions = np.zeros((50, 1), dtype=np.int64)
     estimator.train(observations, actions, np.full((50, 1), 3.0, dtype=np.float32))  # moves gain and shift too
+    flat = np.linspace(-1e-3, 1e-3, 32, dtype=np.float32)  # variance ~3e-7, under eps=1e-5: where eps sits matters
+    with torch.no_grad():
+        expected = norms[0](torch.as_tensor(flat)).numpy()
+    np.testing.assert_allclose(numpy_layer(norms[0])(flat), expected, rtol=1e-4, atol=1e-5)
     loaded = reloaded(estimator, env, tmp_path / "ln.pth")
     assert loaded.layer_norm
     np.testing.assert_array_equal(loaded.predict(observations), estimator.predict(observations))
@@ -155,7 +159,9 @@ def test_greedy_action_is_the_argmax_of_the_current_weights(env, activation, due
     for _ in range(20):  # moves the online weights far enough to change many argmaxes
         online.train(observations, actions, rng.normal(scale=10, size=(200, 1)).astype(np.float32))
     assert agrees(online) and agrees(target)
-    assert agrees(pickle.loads(pickle.dumps(online)))  # a pickled copy views its own parameters too
+    pickled = pickle.loads(pickle.dumps(online))
+    pickled.train(observations, actions, rng.normal(scale=10, size=(200, 1)).astype(np.float32))
+    assert agrees(pickled) and agrees(online)  # a pickled copy views its own parameters, not the original's
     assert [online.greedy_action(o) for o in observations] != [target.greedy_action(o) for o in observations]
     target.sync_from(online)
     assert agrees(target)

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
+from dqn.config import TrainConfig
 from dqn.learn import NonFiniteLoss
-from dqn.train import train
+from dqn.train import CHECKPOINT, resumed, train
 from tests.conftest import TINY, compose_config, runs_of
 
 BAD_INPUTS = [
@@ -140,6 +142,25 @@ def test_signal_checkpoints_ends_killed_and_resume_continues_the_same_history(pr
     (straight,) = runs_of(store, "straight")
     expected = sorted(client.get_metric_history(straight.info.run_id, "episode_return"), key=lambda m: m.step)
     assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in expected]
+
+
+def test_resume_reads_a_config_saved_before_layer_norm_as_unnormalised(project, store):
+    """A KILLED run from before `network.layer_norm` existed was trained without it; taking today's
+    default instead would refuse its checkpoint."""
+    old = OmegaConf.to_container(OmegaConf.structured(TrainConfig), enum_to_str=True)
+    del old["network"]["layer_norm"]
+    OmegaConf.save(old, project / "config.yaml")
+    torch.save({"step": 0}, project / CHECKPOINT)
+    client = MlflowClient(store)
+    run_id = client.create_run(client.create_experiment("old")).info.run_id
+    client.log_artifact(run_id, str(project / "config.yaml"))
+    client.log_artifact(run_id, str(project / CHECKPOINT), "checkpoint")
+    client.set_terminated(run_id, "KILLED")
+
+    cfg, _ = resumed(client, run_id, [], project / "a")
+    assert cfg.network.layer_norm is False and TrainConfig().network.layer_norm is True
+    cfg, _ = resumed(client, run_id, ["network.layer_norm=true"], project / "b")  # a command's override still wins
+    assert cfg.network.layer_norm is True
 
 
 def test_resume_refuses_unknown_and_finished_runs(project, store):

@@ -81,6 +81,8 @@ def test_resume_refuses_another_normalisation_and_reads_old_checkpoints_as_unnor
     with pytest.raises(CheckpointMismatch, match="network.layer_norm=False"):
         learn(normalised, resume=saved[-1])
     del saved[-1]["shapes"]["network.layer_norm"]  # as written before the option existed
+    with pytest.raises(CheckpointMismatch, match="network.layer_norm=False"):  # not torch's missing-key error
+        learn(normalised, resume=saved[-1])
     plain.total_steps = 600
     assert learn(plain, resume=saved[-1]) is not None
 

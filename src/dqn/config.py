@@ -127,8 +127,8 @@ class TrainConfig:
     tau: float = 1.0
     """Target update coefficient: 1 copies the online weights, < 1 moves toward them (Polyak averaging)."""
     max_grad_norm: float | None = None
-    """Gradient-norm clip; null disables clipping. With layer_norm the clip (at 10, as SB3) slowed
-    learning and cost ~100 us an update (README, round 5)."""
+    """Gradient-norm clip; null disables clipping. With layer_norm the clip (at 10, as SB3's) slowed
+    learning and cost ~14% of an update (README, round 5)."""
     loss: Loss = Loss.huber
     n_step: int = 3
     """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""

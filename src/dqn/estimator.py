@@ -75,7 +75,8 @@ class ActionValueEstimator:
 
     `predict` and `train` take and return numpy (one observation or a batch), the
     vocabulary of the exercise; torch stays inside. On CPU the conversions are
-    zero-copy views, so the training loop pays nothing for them.
+    zero-copy views, so the training loop pays nothing for them. The constructor's defaults
+    are the exercise's plain network; `learn` passes the config's (LayerNorm, no clip).
     """
 
     def __init__(

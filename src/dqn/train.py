@@ -34,6 +34,8 @@ from dqn.sweep import config_overrides, group_name, read_sweep
 log = logging.getLogger("dqn")
 register_configs()
 CHECKPOINT = "checkpoint.pt"
+# What a run's saved config.yaml meant where it predates a key whose default has since changed.
+BEFORE_THE_KEY = {"network": {"layer_norm": False}}
 
 
 class ResumeError(ValueError):
@@ -89,9 +91,8 @@ def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Pa
         raise ResumeError(f"resume={run_id}: the run has no checkpoint to continue from") from None
     extra = [o for o in overrides if not o.startswith(("resume=", "hydra", "+hydra"))]
     try:
-        cfg = OmegaConf.merge(
-            OmegaConf.structured(TrainConfig), OmegaConf.load(config_file), OmegaConf.from_dotlist(extra)
-        )
+        saved = OmegaConf.merge(BEFORE_THE_KEY, OmegaConf.load(config_file))
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved, OmegaConf.from_dotlist(extra))
     except OmegaConfBaseException as error:
         raise ResumeError(f"resume={run_id}: cannot apply {extra}: {str(error).splitlines()[0]}") from None
     cfg.resume = run_id
