@@ -23,8 +23,7 @@ from dqn.agent import compute_target_values
 from dqn.buffer import ExperienceBuffer, NStepTransitions
 from dqn.config import TrainConfig
 from dqn.environment import make_env
-from dqn.estimator import ActionValueEstimator
-from dqn.learn import learn
+from dqn.learn import build_estimator, learn
 
 
 def microseconds(fn: Callable[[], object], repeat: int) -> float:
@@ -49,9 +48,7 @@ def parts(cfg: TrainConfig, repeat: int) -> dict[str, float]:
         for transition in n_step.add(observation, action, reward, next_observation, terminated, truncated):
             buffer.append(*transition)
         observation = next_observation if not (terminated or truncated) else env.reset()[0]
-    network = cfg.network
-    q = ActionValueEstimator(env, network.hidden_sizes, network.activation.value, network.dueling, network.layer_norm,
-                             lr=cfg.lr, max_grad_norm=cfg.max_grad_norm)  # fmt: skip
+    q = build_estimator(cfg, env)
     q_target = q.copy()
     online = q if cfg.double_q else None
     obs, actions, rewards, next_obs, dones = buffer.sample(cfg.batch_size)

@@ -92,18 +92,7 @@ def learn(
     eval_env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps, **cfg.env.kwargs)
     env.action_space.seed(cfg.seed)
 
-    q = ActionValueEstimator(
-        env,
-        cfg.network.hidden_sizes,
-        cfg.network.activation.value,
-        cfg.network.dueling,
-        cfg.network.layer_norm,
-        lr=cfg.lr,
-        adam_eps=cfg.adam_eps,
-        loss=cfg.loss.value,
-        max_grad_norm=cfg.max_grad_norm,
-        device=resolve_device(cfg.device),
-    )
+    q = build_estimator(cfg, env)
     q_target = q.copy()
     buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
     n_step = NStepTransitions(cfg.n_step, cfg.gamma)
@@ -219,6 +208,23 @@ def learn(
     env.close()
     eval_env.close()
     return q
+
+
+def build_estimator(cfg: TrainConfig, env) -> ActionValueEstimator:
+    """The Q-network and optimizer `cfg` describes (the benchmarks build theirs here too)."""
+    network = cfg.network
+    return ActionValueEstimator(
+        env,
+        network.hidden_sizes,
+        network.activation.value,
+        network.dueling,
+        network.layer_norm,
+        lr=cfg.lr,
+        adam_eps=cfg.adam_eps,
+        loss=cfg.loss.value,
+        max_grad_norm=cfg.max_grad_norm,
+        device=resolve_device(cfg.device),
+    )
 
 
 def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
