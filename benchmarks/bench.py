@@ -173,7 +173,7 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
     off = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         client, experiment_id = tracking.open_store(tracking.default_store(Path(tmp)), "bench")
-        recorder = tracking.Recorder(client, client.create_run(experiment_id).info.run_id)
+        recorder = tracking.Recorder(client, client.create_run(experiment_id).info.run_id, Path(tmp) / "job")
         inside = 0.0
 
         def log(metrics: dict[str, float], step: int) -> None:

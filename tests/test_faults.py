@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from dqn.config import TrainConfig
 from dqn.learn import NonFiniteLoss
-from dqn.train import CHECKPOINT, resumed, train
+from dqn.train import CHECKPOINT, resumed_config, train
 from tests.conftest import TINY, compose_config, runs_of
 
 BAD_INPUTS = [
@@ -157,9 +157,10 @@ def test_resume_reads_a_config_saved_before_layer_norm_as_unnormalised(project, 
     client.log_artifact(run_id, str(project / CHECKPOINT), "checkpoint")
     client.set_terminated(run_id, "KILLED")
 
-    cfg, _ = resumed(client, run_id, [], project / "a")
+    run = client.get_run(run_id)
+    cfg = resumed_config(client, run, [], project / "a")
     assert cfg.network.layer_norm is False and TrainConfig().network.layer_norm is True
-    cfg, _ = resumed(client, run_id, ["network.layer_norm=true"], project / "b")  # a command's override still wins
+    cfg = resumed_config(client, run, ["network.layer_norm=true"], project / "b")  # a command's override still wins
     assert cfg.network.layer_norm is True
 
 

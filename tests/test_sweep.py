@@ -1,18 +1,15 @@
 """Sweeps for real: Hydra multiruns of `python -m dqn.train` into MLflow, through each launcher."""
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-import requests
 from mlflow import MlflowClient
 
 from dqn.sweep import group_name
 from tests.conftest import runs_of
+from tests.services import MlflowServer, clean_env
 
 TINY_JOB = [
     "total_steps=1000",
@@ -23,11 +20,6 @@ TINY_JOB = [
     "network=mlp_small",
     "checkpoint_every=0",
 ]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return env | extra
 
 
 def sweep(cwd: Path, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -116,38 +108,12 @@ def test_a_failing_job_does_not_stop_the_others(project, store):
     assert parent.info.status == "FINISHED" and parent.data.tags["failed_jobs"] == "1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on 127.0.0.1 with a SQLite backend in a temporary directory."""
-    port = free_port()
-    home = tmp_path / "server"
-    home.mkdir()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--workers", "1"],
-        cwd=home, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{uri}/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start within 90 s")
-        yield uri
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    server = MlflowServer(tmp_path / "server").start()
+    yield server.uri
+    server.stop()
 
 
 def test_sweep_against_a_real_tracking_server(project, mlflow_server):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from mlflow import MlflowClient
 
@@ -11,7 +13,6 @@ def test_flatten_makes_dotted_keys():
 
 def test_tracking_uri_precedence(project, monkeypatch):
     assert tracking.tracking_uri(None, project) == f"sqlite:///{project / 'mlruns' / 'mlflow.db'}"
-    assert (project / "mlruns").is_dir()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     assert tracking.tracking_uri(None, project) == "http://127.0.0.1:1"
     assert tracking.tracking_uri("sqlite:///x.db", project) == "sqlite:///x.db"
@@ -30,14 +31,14 @@ def test_get_or_create_experiment_is_idempotent(store):
     assert tracking.get_or_create_experiment(client, "exp") == first
 
 
-def new_recorder(store: str) -> tracking.Recorder:
+def new_recorder(store: str, folder: Path) -> tracking.Recorder:
     client, experiment_id = tracking.open_store(store, "exp")
     run = client.create_run(experiment_id, run_name="r", tags={"a": "b"})
-    return tracking.Recorder(client, run.info.run_id, flush_seconds=3600)  # nothing written until the end
+    return tracking.Recorder(client, run.info.run_id, folder, flush_seconds=3600)  # nothing sent until the end
 
 
-def test_recorder_batches_and_loses_nothing(store):
-    with tracking.ended(new_recorder(store)) as recorder:
+def test_recorder_batches_and_loses_nothing(store, tmp_path):
+    with tracking.ended(new_recorder(store, tmp_path)) as recorder:
         for step in range(1, 1501):
             recorder.log({"episode_return": float(step), "epsilon": 0.5}, step)
         assert MlflowClient(store).get_metric_history(recorder.run_id, "episode_return") == []
@@ -49,8 +50,8 @@ def test_recorder_batches_and_loses_nothing(store):
 
 
 @pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
-def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, error, status):
-    recorder = new_recorder(store)
+def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, tmp_path, error, status):
+    recorder = new_recorder(store, tmp_path)
     with pytest.raises(error), tracking.ended(recorder):
         recorder.log({"loss": 1.0}, 7)
         raise error("stop")
@@ -61,14 +62,15 @@ def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, error, status):
     assert "stop" in run.data.tags["end_reason"]
 
 
-def test_reopened_run_continues_without_duplicates(store):
-    recorder = new_recorder(store)
+def test_reopened_run_continues_without_duplicates(store, tmp_path):
+    recorder = new_recorder(store, tmp_path / "first")
     with pytest.raises(KeyboardInterrupt), tracking.ended(recorder):
         for step in (10, 20, 30):
             recorder.log({"loss": float(step)}, step)
         raise KeyboardInterrupt
-    again = tracking.Recorder.reopen(MlflowClient(store), recorder.run_id)
-    assert MlflowClient(store).get_run(recorder.run_id).info.status == "RUNNING"
+    MlflowClient(store).update_run(recorder.run_id, status="RUNNING")
+    again = tracking.Recorder(MlflowClient(store), recorder.run_id, tmp_path / "second")
+    again.load_history()
     with tracking.ended(again):
         for step in (20, 30, 40):  # a replay from a checkpoint at step 15 re-logs 20 and 30
             again.log({"loss": float(step)}, step)

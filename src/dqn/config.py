@@ -8,11 +8,13 @@ wrong type fails at composition, and `validate` rejects values no type can catch
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import gymnasium
+import numpy as np
 
 
 class Activation(Enum):
@@ -163,8 +165,16 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key}={shown} is invalid: allowed {allowed}")
 
 
+SEED_LIMIT = 2**32  # numpy's legacy seeding, which `seed_everything` also sets, takes seeds below this
+FLOATS = ("lr", "adam_eps", "gamma", "tau", "max_time", "max_grad_norm")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed."""
+    for key in FLOATS:
+        value = getattr(cfg, key)
+        _check(value is None or math.isfinite(value), key, value, "a finite number")
+    _check(0 <= cfg.seed < SEED_LIMIT, "seed", cfg.seed, f"an integer in [0, {SEED_LIMIT - 1}]")
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
     _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
     _check(cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a float > 0")
@@ -199,9 +209,56 @@ def validate(cfg: TrainConfig) -> None:
     )
     _check(not cfg.lr_anneal or cfg.total_steps is not None, "lr_anneal", True, "false when total_steps is null")
     _check(cfg.resume is None or cfg.mlflow.enabled, "resume", cfg.resume, "null when mlflow.enabled=false")
+    if cfg.register:
+        _validate_model_name(cfg.mlflow.registered_model_name)
+    _validate_experiment_name(cfg.mlflow.experiment_name)
     _validate_schedule(cfg.schedule)
-    _validate_env(cfg.env)
+    observation_size = _validate_env(cfg.env)
+    _validate_memory(cfg.buffer.capacity, observation_size)
     _validate_device(cfg.device)
+
+
+def _validate_model_name(name: str) -> None:
+    from mlflow.exceptions import MlflowException  # here: the algorithm imports this module without MLflow
+    from mlflow.utils.validation import _validate_model_name as mlflow_check
+
+    try:
+        mlflow_check(name)
+    except MlflowException:
+        _check(False, "mlflow.registered_model_name", repr(name), "a non-empty name without '/' or ':'")
+
+
+def _validate_experiment_name(name: str | None) -> None:
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    shown = f"{name[:40]}... ({len(name)} characters)" if name and len(name) > 40 else repr(name)
+    ok = name is None or bool(name.strip()) and len(name) <= MAX_EXPERIMENT_NAME_LENGTH
+    _check(ok, "mlflow.experiment_name", shown, f"null or a name of 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters")
+
+
+def _validate_memory(capacity: int, observation_size: int) -> None:
+    """The replay arrays are allocated whole at the start: refuse a buffer this machine cannot hold."""
+    needed = capacity * (2 * 4 * observation_size + 8 + 4 + 4)  # two float32 observations, int64 action, reward, done
+    available = _available_memory()
+    _check(
+        available is None or needed <= available,
+        "buffer.capacity",
+        capacity,
+        f"at most {available // (2 * 4 * observation_size + 16) if available else 0} here "
+        f"(it needs {needed / 2**30:.1f} GiB, {(available or 0) / 2**30:.1f} GiB are available)",
+    )
+
+
+def _available_memory() -> int | None:
+    """Bytes the kernel says a new allocation can use (MemAvailable), None where it does not say."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _validate_schedule(s: ScheduleConfig) -> None:
@@ -213,17 +270,30 @@ def _validate_schedule(s: ScheduleConfig) -> None:
         _check(s.decay_steps >= 1, "schedule.decay_steps", s.decay_steps, "an integer >= 1")
 
 
-def _validate_env(env: EnvConfig) -> None:
+def _validate_env(env: EnvConfig) -> int:
+    """Check the env can be made as configured; return the length of its observation vector."""
     examples = "LunarLander-v3, CartPole-v1, Acrobot-v1, MountainCar-v0"
     if env.id not in gymnasium.registry:
         _check(False, "env.id", env.id, f"a registered gymnasium id with discrete actions, such as {examples}")
     for key in ("max_episode_steps", "eval_max_episode_steps"):
         value = getattr(env, key)
         _check(value is None or value >= 1, f"env.{key}", value, "an integer >= 1 or null")
-    probe = gymnasium.make(env.id, **env.kwargs)
-    discrete = isinstance(probe.action_space, gymnasium.spaces.Discrete)
+    try:
+        probe = gymnasium.make(env.id, **env.kwargs)
+    except Exception as error:  # gymnasium passes kwargs to the env's constructor: any error can come back
+        shown = f"{env.kwargs} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        _check(False, "env.kwargs", shown, f"keyword arguments that {env.id} accepts")
+    actions, observations = probe.action_space, probe.observation_space
     probe.close()
-    _check(discrete, "env.id", env.id, f"an env with discrete actions (DQN picks an argmax), such as {examples}")
+    _check(
+        isinstance(actions, gymnasium.spaces.Discrete),
+        "env.id",
+        env.id,
+        f"an env with discrete actions (DQN picks an argmax), such as {examples}",
+    )
+    vector = isinstance(observations, gymnasium.spaces.Box) and len(observations.shape) == 1
+    _check(vector, "env.id", env.id, f"an env whose observation is a vector (a 1-D Box), such as {examples}")
+    return int(np.prod(observations.shape))
 
 
 def _validate_device(device: Device) -> None:

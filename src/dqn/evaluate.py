@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dqn import agent, tracking
 from dqn.agent import Episode, evaluate_episodes
+from dqn.config import SEED_LIMIT
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.video import record_episode
@@ -214,8 +215,15 @@ def check(settings: EvaluateConfig) -> None:
         raise EvaluationError(
             f"max_episode_steps={settings.max_episode_steps} is invalid: allowed an integer >= 1 or null"
         )
+    if not 0 <= settings.seed < SEED_LIMIT:
+        raise EvaluationError(f"seed={settings.seed} is invalid: allowed an integer in [0, {SEED_LIMIT - 1}]")
     if settings.env_id not in gymnasium.registry:
         raise EvaluationError(f"env_id={settings.env_id} is invalid: allowed a registered gymnasium id")
+    probe = gymnasium.make(settings.env_id)
+    discrete = isinstance(probe.action_space, gymnasium.spaces.Discrete)
+    probe.close()
+    if not discrete:
+        raise EvaluationError(f"env_id={settings.env_id} is invalid: allowed an env with discrete actions")
     if settings.checkpoint is not None and not Path(settings.checkpoint).is_file():
         raise EvaluationError(f"checkpoint={settings.checkpoint}: no such file")
 

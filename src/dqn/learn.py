@@ -241,13 +241,33 @@ def shapes(cfg: TrainConfig, env) -> dict[str, Any]:
     }
 
 
-def restore(state, cfg, env, q, q_target, buffer, rng) -> tuple[int, int, Stopwatch]:
-    """Put a checkpoint back into freshly built parts; return (step, last_eval, clock)."""
+CHECKPOINT_KEYS = ("shapes", "step", "last_eval", "train_seconds", "q", "q_target", "optimizer", "buffer", "rng")
+
+
+def check_shapes(cfg: TrainConfig, state: dict[str, Any], env) -> None:
+    """Refuse, naming the key, a checkpoint this config cannot continue."""
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointMismatch(f"the checkpoint lacks {', '.join(missing)}: it is not a training checkpoint")
     expected = shapes(cfg, env)
     made_with = {"network.layer_norm": False} | state["shapes"]  # checkpoints from before the option
     for key, value in made_with.items():
-        if expected[key] != value:
-            raise CheckpointMismatch(f"checkpoint made with {key}={value!r}; this config has {expected[key]!r}")
+        if expected.get(key) != value:
+            raise CheckpointMismatch(f"checkpoint made with {key}={value!r}; this config has {expected.get(key)!r}")
+
+
+def check_checkpoint(cfg: TrainConfig, state: dict[str, Any]) -> None:
+    """`check_shapes` before anything is built: a resume is refused before its run is touched."""
+    env = make_env(cfg.env.id, cfg.env.max_episode_steps, **cfg.env.kwargs)
+    try:
+        check_shapes(cfg, state, env)
+    finally:
+        env.close()
+
+
+def restore(state, cfg, env, q, q_target, buffer, rng) -> tuple[int, int, Stopwatch]:
+    """Put a checkpoint back into freshly built parts; return (step, last_eval, clock)."""
+    check_shapes(cfg, state, env)
     q.network.load_state_dict(state["q"])
     q_target.network.load_state_dict(state["q_target"])
     q.optimizer.load_state_dict(state["optimizer"])

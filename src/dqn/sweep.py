@@ -4,6 +4,10 @@ The parent is made in the launching process (`on_multirun_start`) and announced 
 jobs through `<sweep dir>/sweep.json`, which every launcher's jobs can read (local
 processes, submitit, a cluster's shared filesystem). At the end the parent gets the
 comparison report and is ended; if jobs failed, the sweep exits non-zero after that.
+
+A signal to the launching process (Ctrl-C, a scheduler's SIGTERM to the process group) writes
+`<sweep dir>/STOP`: running jobs stop at their episode end with a checkpoint, jobs not yet started
+are skipped, and the parent ends KILLED once they are all back; a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import atexit
 import json
 import logging
 import secrets
+import signal
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +32,7 @@ from dqn import tracking
 
 log = logging.getLogger("dqn")
 SWEEP_FILE = "sweep.json"
+STOP_FILE = "STOP"
 SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
 
 
@@ -58,6 +65,11 @@ def swept_keys(config: DictConfig) -> list[str]:
     return sorted(keys)
 
 
+def sweep_stopping(sweep_dir: Path) -> bool:
+    """Whether the sweep's launcher was asked to stop (jobs poll this at every episode end)."""
+    return (sweep_dir / STOP_FILE).exists()
+
+
 def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
     """What the launching process wrote about the sweep's parent run, if anything."""
     path = sweep_dir / SWEEP_FILE
@@ -69,6 +81,7 @@ class MlflowSweepCallback(Callback):
 
     def __init__(self) -> None:
         self.client = self.parent_id = self.sweep_dir = None
+        self.stopped_by: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not config.mlflow.enabled:
@@ -77,8 +90,14 @@ class MlflowSweepCallback(Callback):
         uri = tracking.tracking_uri(config.mlflow.tracking_uri, root)
         self.client, experiment_id = tracking.open_store(uri, tracking.experiment_name(config.mlflow.experiment_name))
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        existing = read_sweep(self.sweep_dir)
+        if existing is not None:
+            sys.exit(
+                f"error: hydra.sweep.dir={self.sweep_dir} already holds sweep {existing['sweep_id']}: "
+                "allowed a folder of its own (the default adds a unique token)"
+            )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(2)}"
+        sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
         overrides = " ".join(config.hydra.overrides.task)
         commit = tracking.git_commit(root)
         tags = {
@@ -94,7 +113,18 @@ class MlflowSweepCallback(Callback):
         info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "swept": swept_keys(config)}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
         atexit.register(self._abandon)  # the sweep died before on_multirun_end
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop)
         log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        """First signal: let running jobs checkpoint and skip the rest; second: stop at once."""
+        name = signal.Signals(signum).name
+        if self.stopped_by is not None:
+            raise KeyboardInterrupt(f"{name} twice: sweep stopped at once")
+        self.stopped_by = name
+        (self.sweep_dir / STOP_FILE).write_text(name)
+        log.warning("%s: stopping the sweep once running jobs have checkpointed (again to stop at once)", name)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if self.parent_id is None:
@@ -108,6 +138,15 @@ class MlflowSweepCallback(Callback):
             self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])
         failed = self._failed_jobs()
         self.client.set_tag(self.parent_id, "failed_jobs", str(failed))
+        if self.stopped_by is not None:
+            self.client.set_tag(self.parent_id, "end_reason", f"{self.stopped_by}: the sweep was stopped")
+            self._end(RunStatus.KILLED)
+            print(
+                f"{self.stopped_by}: sweep stopped; {failed} job(s) KILLED or FAILED (each resumes with "
+                "python -m dqn.train resume=<run id>), jobs not started were skipped",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + signal.Signals[self.stopped_by].value)
         self._end(RunStatus.FINISHED)
         if failed:
             raise SystemExit(f"error: {failed} job(s) of the sweep failed; see their MLflow runs' end_reason tag")

@@ -1,17 +1,21 @@
 """`python -m dqn.train`: compose the config, validate it, train one agent inside one MLflow run.
 
 Sweeps are Hydra's: `python -m dqn.train -m batch_size=128,256 lr=1e-4,5e-4`.
-`python -m dqn.train resume=<run_id>` continues a KILLED or FAILED run from its last checkpoint.
+`python -m dqn.train resume=<run_id>` continues a KILLED or FAILED run, or one whose process is gone,
+from its last checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -20,26 +24,45 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from mlflow import MlflowClient
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dqn import models, tracking
 from dqn.config import ConfigError, TrainConfig, register_configs, validate
-from dqn.learn import CheckpointMismatch, learn
+from dqn.learn import CheckpointMismatch, check_checkpoint, learn
 from dqn.plots import learning_curve
 from dqn.progress import Progress
-from dqn.sweep import config_overrides, group_name, read_sweep
+from dqn.sweep import config_overrides, group_name, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 register_configs()
+# A short random token in every output folder's name: two runs started in the same second must not
+# share a folder. Cached on the config, so a sweep's jobs (and a requeued job) see the launcher's value.
+OmegaConf.register_new_resolver("dqn.uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 CHECKPOINT = "checkpoint.pt"
+RUN_RECORD = "run.json"
 # What a run's saved config.yaml meant where it predates a key whose default has since changed.
 BEFORE_THE_KEY = {"network": {"layer_norm": False}}
+RESUMABLE = "a KILLED or FAILED run, or a RUNNING one whose process is gone"
 
 
 class ResumeError(ValueError):
     """`resume=` names a run that cannot be continued."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A job stopped by a signal, after its run was ended KILLED; says how to continue it."""
+
+    def __init__(self, reason: str, run_id: str | None) -> None:
+        if run_id is None:
+            super().__init__(f"{reason or 'interrupted'}: stopped")
+        else:
+            super().__init__(
+                f"{reason or 'interrupted'}: run {run_id} is KILLED with its last checkpoint; continue it with: "
+                f"python -m dqn.train resume={run_id}"
+            )
 
 
 USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, tracking.TrackingUnavailable)
@@ -56,19 +79,24 @@ def run_name(overrides: list[str], seed: int) -> str:
 @contextmanager
 def stop_signals() -> Iterator[Callable[[], bool]]:
     """The first Ctrl-C or SIGTERM (a cluster's preemption) asks training to stop at the end of
-    the current episode, checkpointed; a second one stops at once."""
+    the current episode, checkpointed; a second one stops at once. A handler that was there before
+    (a sequential sweep's) hears the first one too."""
     requested = threading.Event()
+    previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: object) -> None:
         if requested.is_set():
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} twice: stopped at once")
         requested.set()
         log.warning("%s: stopping at the end of this episode (again to stop at once)", signal.Signals(signum).name)
+        chained = previous.get(signum)
+        if callable(chained) and chained is not signal.default_int_handler:
+            chained(signum, frame)
 
     if threading.current_thread() is not threading.main_thread():
         yield requested.is_set
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous.update({s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)})
     try:
         yield requested.is_set
     finally:
@@ -76,41 +104,149 @@ def stop_signals() -> Iterator[Callable[[], bool]]:
             signal.signal(s, h)
 
 
-def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Path) -> tuple[DictConfig, dict]:
-    """The run's own config (with this command's key=value overrides on top) and its last checkpoint."""
+def run_folder(run: Run) -> Path | None:
+    folder = run.data.tags.get("output_dir")
+    return Path(folder) if folder else None
+
+
+def claim(run: Run) -> tracking.FolderLock | None:
+    """Take over `run` for a resume: refuse while a live process works on it.
+
+    A RUNNING run is abandoned when its folder is here and unlocked (the process is gone: a hard kill,
+    the OOM killer), or, when the folder cannot be seen from here, when its heartbeat is older than
+    the lease. The lock returned is held for the whole resumed job, so two resumes cannot both run.
+    """
+    run_id, status, folder = run.info.run_id, run.info.status, run_folder(run)
+    if status not in ("KILLED", "FAILED", "RUNNING"):
+        raise ResumeError(f"resume={run_id} is {status}: allowed {RESUMABLE}")
+    if folder is not None and folder.is_dir():
+        try:
+            return tracking.FolderLock(folder)
+        except BlockingIOError:
+            raise ResumeError(f"resume={run_id}: a live process is working on it (it holds {folder})") from None
+    if status == "RUNNING":
+        beat = int(run.data.tags.get(tracking.HEARTBEAT_TAG, "0"))
+        age = time.time() - beat
+        if age < tracking.LEASE_SECONDS:
+            raise ResumeError(
+                f"resume={run_id} is RUNNING with a heartbeat {age:.0f} s old: allowed once it is older than "
+                f"{tracking.LEASE_SECONDS} s (its process may be alive on another machine)"
+            )
+    return None
+
+
+def load_checkpoint(client: MlflowClient, run: Run, out_dir: Path) -> dict:
+    """The run's newest checkpoint: the one in its folder if that is here and readable, else its artifact."""
+    run_id, folder = run.info.run_id, run_folder(run)
+    candidates = [folder / CHECKPOINT] if folder is not None and (folder / CHECKPOINT).is_file() else []
+    with suppress(MlflowException, OSError):
+        candidates.append(Path(client.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(out_dir))))
+    if not candidates:
+        raise ResumeError(f"resume={run_id}: the run has no checkpoint to continue from")
+    for path in candidates:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # truncated, corrupt or foreign files all fail somewhere in torch.load
+            log.warning("checkpoint %s is unreadable (%s)", path, tracking.first_line(error))
+    raise ResumeError(f"resume={run_id}: its checkpoint is unreadable (truncated or not a checkpoint)")
+
+
+def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Path) -> tuple[DictConfig, dict, Run]:
+    """The run, its own config (with this command's key=value overrides on top) and its last checkpoint.
+
+    Everything is checked here, before the run is touched: a refused resume leaves it as it was.
+    """
     try:
         run = client.get_run(run_id)
     except MlflowException:
         raise ResumeError(f"resume={run_id}: no such run in the tracking store") from None
-    if run.info.status not in ("KILLED", "FAILED"):
-        raise ResumeError(f"resume={run_id} is {run.info.status}: allowed a KILLED or FAILED run")
+    if run.info.status == "FINISHED":
+        raise ResumeError(f"resume={run_id} is FINISHED: allowed {RESUMABLE}")
+    cfg = resumed_config(client, run, overrides, out_dir)
+    settings: TrainConfig = OmegaConf.to_object(cfg)
+    validate(settings)
+    checkpoint = load_checkpoint(client, run, out_dir)
+    check_checkpoint(settings, checkpoint)
+    return cfg, checkpoint, run
+
+
+def resumed_config(client: MlflowClient, run: Run, overrides: list[str], out_dir: Path) -> DictConfig:
+    """The run's saved config.yaml read as today's schema, with `overrides` on top; the seed cannot change."""
+    run_id = run.info.run_id
     try:
         config_file = client.download_artifacts(run_id, "config.yaml", str(out_dir))
-        checkpoint_file = client.download_artifacts(run_id, f"checkpoint/{CHECKPOINT}", str(out_dir))
+        saved = OmegaConf.merge(BEFORE_THE_KEY, OmegaConf.load(config_file))
     except (MlflowException, OSError):
-        raise ResumeError(f"resume={run_id}: the run has no checkpoint to continue from") from None
+        raise ResumeError(f"resume={run_id}: the run has no config.yaml to continue with") from None
+    except Exception as error:  # YAML and OmegaConf errors alike: the file is not a config
+        raise ResumeError(f"resume={run_id}: its config.yaml is unreadable ({tracking.first_line(error)})") from None
     extra = [o for o in overrides if not o.startswith(("resume=", "hydra", "+hydra"))]
     try:
-        saved = OmegaConf.merge(BEFORE_THE_KEY, OmegaConf.load(config_file))
         cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), saved, OmegaConf.from_dotlist(extra))
     except OmegaConfBaseException as error:
-        raise ResumeError(f"resume={run_id}: cannot apply {extra}: {str(error).splitlines()[0]}") from None
+        raise ResumeError(f"resume={run_id}: cannot apply {extra}: {tracking.first_line(error)}") from None
+    if cfg.seed != saved.get("seed", cfg.seed):
+        raise ResumeError(
+            f"seed={cfg.seed} is invalid on resume: allowed the run's own {saved.seed} (its RNG states are in the "
+            "checkpoint)"
+        )
     cfg.resume = run_id
-    return cfg, torch.load(checkpoint_file, map_location="cpu", weights_only=True)
+    return cfg
+
+
+def changes(before: DictConfig, after: DictConfig) -> dict[str, tuple[str, str]]:
+    """Flat keys whose value a resume changed: {key: (old, new)}."""
+    old = tracking.flatten(OmegaConf.to_container(before, resolve=True, enum_to_str=True))
+    new = tracking.flatten(OmegaConf.to_container(after, resolve=True, enum_to_str=True))
+    return {k: (old.get(k, "-"), v) for k, v in new.items() if old.get(k) != v and k != "resume"}
+
+
+def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[str], out_dir: Path):
+    """The resumed run's recorder, config and checkpoint: what its last process left unsent is sent,
+    the config changes are recorded (config.yaml, a tag), and the run is RUNNING again."""
+    cfg, checkpoint, run = resumed(client, settings.resume, overrides, out_dir)
+    lock = claim(run)
+    folder = run_folder(run)
+    if folder is not None and folder.is_dir():
+        tracking.send_journal(client, run.info.run_id, tracking.Journal(folder))
+    saved = OmegaConf.load(out_dir / "config.yaml")
+    changed = changes(saved, cfg)
+    count = int(run.data.tags.get("resume_count", "0")) + 1
+    tags = {
+        "resume_count": str(count),
+        "resumed_from_step": str(checkpoint["step"]),
+        "output_dir": str(out_dir.resolve()),
+        "dqn.previous_status": run.info.status,
+    }
+    if changed:
+        text = ", ".join(f"{k}: {old} -> {new}" for k, (old, new) in changed.items())
+        previous = run.data.tags.get("config_changes")
+        tags["config_changes"] = f"{previous}; resume {count}: {text}" if previous else f"resume {count}: {text}"
+    for key, value in tags.items():
+        client.set_tag(run.info.run_id, key, value)
+    if "end_reason" in run.data.tags:
+        client.delete_tag(run.info.run_id, "end_reason")
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    client.log_artifact(run.info.run_id, str(out_dir / "config.yaml"))
+    client.update_run(run.info.run_id, status="RUNNING")
+    (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": client.tracking_uri}))
+    recorder = tracking.Recorder(client, run.info.run_id, out_dir)
+    recorder.load_history()
+    log.info("resuming run %s at step %d%s", run.info.run_id, checkpoint["step"], f" with {changed}" if changed else "")
+    return recorder, cfg, checkpoint, lock
 
 
 def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path):
-    """The job's recorder (a new run, or the resumed one), its config and its resume checkpoint."""
+    """The job's recorder (a new run, or the resumed one), its config, its resume checkpoint, and the
+    lock on the resumed run's previous folder (None for a new run)."""
     if not settings.mlflow.enabled:
-        return tracking.Recorder(None, None), cfg, None
+        return tracking.Recorder(None, None), cfg, None, None
     root = Path.cwd()
     uri = tracking.tracking_uri(settings.mlflow.tracking_uri, root)
     client, experiment_id = tracking.open_store(uri, tracking.experiment_name(settings.mlflow.experiment_name))
     overrides = list(hydra_cfg.overrides.task)
     if settings.resume:
-        cfg, checkpoint = resumed(client, settings.resume, overrides, out_dir)
-        validate(OmegaConf.to_object(cfg))
-        return tracking.Recorder.reopen(client, settings.resume), cfg, checkpoint
+        return continue_run(client, settings, overrides, out_dir)
     commit = tracking.git_commit(root)
     tags = {
         "git_commit": commit,
@@ -128,8 +264,9 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
             "group": group_name(overrides, sweep["swept"]),
         }
     run = client.create_run(experiment_id, run_name=run_name(overrides, settings.seed), tags=tags)
+    (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
     log.info("run %s (%s) tracked at %s", run.info.run_id, run.info.run_name, uri)
-    return tracking.Recorder(client, run.info.run_id), cfg, None
+    return tracking.Recorder(client, run.info.run_id, out_dir), cfg, None, None
 
 
 def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
@@ -137,39 +274,65 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)
     out_dir = Path(hydra_cfg.runtime.output_dir)
-    recorder, cfg, checkpoint = open_run(cfg, settings, hydra_cfg, out_dir)
+    try:
+        lock = tracking.FolderLock(out_dir)
+    except BlockingIOError:
+        raise ConfigError(f"hydra.run.dir={out_dir} is in use by a running job: allowed a folder of its own") from None
+    sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    if sweep_dir is not None and sweep_stopping(sweep_dir):
+        log.warning("job %s not started: the sweep is stopping", hydra_cfg.job.num)
+        return None
+    if not settings.resume:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    try:
+        recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir)
+    except BaseException:
+        lock.release()
+        raise
+    locks = [lock, claimed]
     if checkpoint is not None:
         settings = OmegaConf.to_object(cfg)  # the resumed run's own config (validated by open_run)
 
     def save(state: dict) -> None:
-        torch.save(state, out_dir / CHECKPOINT)
+        """Flush, then checkpoint: the metrics on disk always reach at least as far as the checkpoint."""
+        recorder.flush()
+        temporary = out_dir / f"{CHECKPOINT}.tmp"
+        torch.save(state, temporary)
+        temporary.replace(out_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint whole
         recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
 
-    with tracking.ended(recorder), stop_signals() as stop_requested:
-        if checkpoint is None:
-            (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-            recorder.log_artifact(out_dir / "config.yaml")
-        else:
-            recorder.set_tag("resumed_from_step", str(checkpoint["step"]))
-        progress = Progress(settings.total_steps)
+    def stop_requested() -> bool:
+        return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
 
-        def record(metrics: dict[str, float], step: int) -> None:
-            recorder.log(metrics, step)
-            progress.update(metrics, step)
+    try:
+        with stop_signals() as signalled, tracking.ended(recorder, signalled):
+            if checkpoint is None:
+                recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+                recorder.log_artifact(out_dir / "config.yaml")
+            progress = Progress(settings.total_steps)
 
-        try:
-            estimator = learn(settings, record, save, checkpoint, stop_requested)
-        finally:
-            progress.close()
-        estimator.save_weights(out_dir / "lunar-dqn.pth")
-        learning_curve(recorder.history, out_dir / "learning_curve.png")
-        for artifact in ("lunar-dqn.pth", "learning_curve.png"):
-            recorder.log_artifact(out_dir / artifact)
-        if recorder.client is not None and settings.mlflow.log_model:
-            name = settings.mlflow.registered_model_name if settings.register else None
-            uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
-            log.info("model logged as %s", uri)
+            def record(metrics: dict[str, float], step: int) -> None:
+                recorder.log(metrics, step)
+                progress.update(metrics, step)
+
+            try:
+                estimator = learn(settings, record, save, checkpoint, stop_requested)
+            finally:
+                progress.close()
+            estimator.save_weights(out_dir / "lunar-dqn.pth")
+            learning_curve(recorder.history, out_dir / "learning_curve.png")
+            for artifact in ("lunar-dqn.pth", "learning_curve.png"):
+                recorder.log_artifact(out_dir / artifact)
+            if recorder.client is not None and settings.mlflow.log_model:
+                recorder.flush()
+                name = settings.mlflow.registered_model_name if settings.register else None
+                uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
+                log.info("model logged as %s", uri)
+    except KeyboardInterrupt as error:
+        raise Interrupted(str(error), recorder.run_id) from None
+    finally:
+        for held in filter(None, locks):
+            held.release()
 
     delivered = "best_eval_return_mean" if settings.keep_best else "eval_return_mean"  # what lunar-dqn.pth scored
     evals = recorder.history.get(delivered)
@@ -181,8 +344,9 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
 def train(cfg: DictConfig) -> float | None:
     """Train one agent as `cfg` says; return the evaluation mean of the weights it delivers (the sweep objective).
 
-    Bad input exits 2 with one line and no run. In a multirun, a job that fails is recorded
-    as FAILED and the sweep goes on (the sweep reports the failures at its end).
+    Bad input exits 2 with one line and no run. A signal ends the run KILLED with one line saying how
+    to resume it. In a multirun, a job that fails or is stopped is recorded as such and the sweep goes
+    on (the sweep reports them at its end).
     """
     hydra_cfg = HydraConfig.get()
     try:
@@ -190,6 +354,11 @@ def train(cfg: DictConfig) -> float | None:
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            return None
+        sys.exit(130)
     except Exception:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
