@@ -30,6 +30,15 @@ BAD_INPUTS = [
     (["total_steps=0"], "total_steps=0 is invalid"),
     (["total_steps=null"], "total_steps=null is invalid: allowed an integer >= 1 when max_time is null"),
     (["env.id=LunarLander-v2"], "env.id=LunarLander-v2 is invalid: allowed a registered gymnasium id"),
+    (["lr=inf"], "lr=inf is invalid: allowed a finite number"),
+    (["seed=-1"], "seed=-1 is invalid: allowed an integer in [0, 4294967295]"),
+    (["seed=4294967296"], "seed=4294967296 is invalid"),
+    (["env.id=FrozenLake-v1"], "env.id=FrozenLake-v1 is invalid: allowed an env whose observation is a vector"),
+    (["buffer.capacity=2000000000000"], "buffer.capacity=2000000000000 is invalid: allowed at most"),
+    (["+env.kwargs.nonsense=1"], "env.kwargs={'nonsense': 1} (TypeError"),
+    (["register=true", "mlflow.registered_model_name=''"], "mlflow.registered_model_name='' is invalid"),
+    (["register=true", "mlflow.registered_model_name=a/b"], "mlflow.registered_model_name='a/b' is invalid"),
+    ([f"mlflow.experiment_name={'x' * 501}"], "mlflow.experiment_name=xxxx"),
 ]
 
 
@@ -63,6 +72,32 @@ def test_composition_errors_name_the_key_without_a_traceback(project, store, arg
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert all(f in done.stderr for f in fragments)
     assert runs_of(store) == []
+
+
+@pytest.mark.parametrize(
+    "uri", ["file:///tmp/dqn-file-store", "garbage", "postgresql://127.0.0.1:1/x"], ids=["file", "garbage", "pg"]
+)
+def test_an_unusable_tracking_uri_is_one_line_and_no_run(project, uri):
+    done = cli(project, "total_steps=100", env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+               | {"MLFLOW_TRACKING_URI": uri})  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: tracking store {uri!r}")
+    assert not list(project.glob("runs/*/*/run.json"))
+
+
+def test_a_read_only_store_is_one_line_and_no_run(project):
+    readonly = project / "readonly"
+    readonly.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(readonly)]).returncode != 0:
+        pytest.skip("cannot mount a read-only filesystem here (needs root)")
+    try:
+        done = cli(project, "total_steps=100", f"mlflow.tracking_uri=sqlite:///{readonly}/mlruns/mlflow.db")
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().startswith("error: tracking store") and "Read-only file system" in done.stderr
+    assert "\n" not in done.stderr.strip()
 
 
 def test_unreachable_tracking_server_fails_in_seconds(project):
@@ -174,3 +209,30 @@ def test_resume_refuses_unknown_and_finished_runs(project, store):
         done = cli(project, f"resume={run_id}")
         assert done.returncode == 2 and done.stderr.strip().startswith(f"error: {message}")
         assert "\n" not in done.stderr.strip()
+
+
+def test_corrupt_resume_files_are_one_line_and_leave_the_run_alone(project, store):
+    train(compose_config([*TINY, "total_steps=600", "eval_every=0", "mlflow.log_model=false"], project / "runs" / "x"))
+    (run,) = runs_of(store)
+    client = MlflowClient(store)
+    client.set_terminated(run.info.run_id, "KILLED")
+    good_config = (project / "runs" / "x" / "config.yaml").read_text()
+    broken = project / "broken"
+    broken.mkdir()
+
+    (broken / "config.yaml").write_text("seed: [unclosed\n")
+    client.log_artifact(run.info.run_id, str(broken / "config.yaml"))
+    done = cli(project, f"resume={run.info.run_id}")
+    assert done.returncode == 2 and "its config.yaml is unreadable" in done.stderr and "Traceback" not in done.stderr
+
+    (broken / "config.yaml").write_text(good_config)
+    client.log_artifact(run.info.run_id, str(broken / "config.yaml"))
+    local = project / "runs" / "x" / CHECKPOINT
+    local.write_bytes(local.read_bytes()[:1000])  # a kill in the middle of writing it
+    (broken / CHECKPOINT).write_bytes(local.read_bytes())
+    client.log_artifact(run.info.run_id, str(broken / CHECKPOINT), "checkpoint")
+    done = cli(project, f"resume={run.info.run_id}")
+    assert done.returncode == 2 and "its checkpoint is unreadable" in done.stderr and "Traceback" not in done.stderr
+    assert "\n" not in done.stderr.strip()
+    after = client.get_run(run.info.run_id)
+    assert after.info.status == "KILLED" and "resume_count" not in after.data.tags

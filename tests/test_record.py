@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 
 from dqn.compare import write_report
 from dqn.tracking import JOURNAL, SENT
+from dqn.train import ResumeError, claim
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env, wait_until
 
@@ -33,8 +34,8 @@ JOB = [
     "checkpoint_every=0",
     "mlflow.log_model=false",
 ]
-# Long enough to be signalled mid-training on a busy machine; checkpoints often, so a kill has one behind it.
-LONG_JOB = [*JOB, "total_steps=8000", "eval_every=2000", "checkpoint_every=1500"]
+# Long enough to be signalled mid-training on an idle machine too; checkpoints often, so a kill has one behind it.
+LONG_JOB = [*JOB, "total_steps=20000", "eval_every=1000", "checkpoint_every=1500"]
 
 
 def start(cwd: Path, *args: str, env: dict | None = None, group: bool = False) -> subprocess.Popen:
@@ -70,6 +71,12 @@ def sent_bytes(folder: Path) -> int:
 
 def job_folders(project: Path) -> list[Path]:
     return [p.parent for p in project.glob("runs/**/run.json")]
+
+
+def training(folder: Path) -> bool:
+    """The job's log shows a greedy evaluation: it is past set-up, inside the training loop."""
+    log = folder / "train.log"
+    return log.exists() and "greedy evaluation" in log.read_text()
 
 
 def only_folder(project: Path) -> Path:
@@ -119,19 +126,21 @@ def test_two_runs_started_together_write_their_own_folders(project, store):
 
 def test_processes_opening_a_store_that_does_not_exist_yet_never_collide(tmp_path):
     opener = (
-        "import sys, time, pathlib; from dqn import tracking\n"
+        "import os, sys, time, pathlib; from dqn import tracking\n"
         "go = pathlib.Path(sys.argv[2])\n"
+        "(go.parent / f'ready-{os.getpid()}').touch()\n"
         "while not go.exists(): time.sleep(0.01)\n"
         "tracking.open_store(sys.argv[1], 'exp')\n"
     )
-    for attempt in range(3):
+    for attempt in range(2):
         uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"
         go = tmp_path / f"go{attempt}"
         openers = [
             subprocess.Popen([sys.executable, "-c", opener, uri, str(go)], stderr=subprocess.PIPE, text=True)
-            for _ in range(4)
+            for _ in range(3)
         ]
-        go.touch()  # all four are waiting: they open the store at once
+        wait_until(lambda: len(list(tmp_path.glob("ready-*"))) == 3 * (attempt + 1), 300, "the openers' imports")
+        go.touch()  # all are waiting: they open the store at once
         for process in openers:
             _, err = process.communicate(timeout=300)
             assert process.returncode == 0, err[-2000:]
@@ -147,7 +156,7 @@ def server(tmp_path):
 
 def test_a_server_outage_loses_no_metric_and_training_goes_on(project, server):
     env = clean_env(MLFLOW_TRACKING_URI=server.uri, **SHORT_RETRIES)
-    job = start(project, *LONG_JOB, "checkpoint_every=0", env=env)
+    job = start(project, *LONG_JOB, "checkpoint_every=0", "total_steps=80000", "eval_every=10000", env=env)
     folder = only_folder(project)
     wait_until(lambda: sent_bytes(folder) > 0, 300, "the first metrics to reach the server")
     server.stop()
@@ -168,7 +177,7 @@ def test_a_server_outage_loses_no_metric_and_training_goes_on(project, server):
 
 def test_a_run_that_ends_while_the_server_is_down_keeps_its_metrics_for_resume(project, server):
     env = clean_env(MLFLOW_TRACKING_URI=server.uri, **SHORT_RETRIES)
-    job = start(project, *JOB, "total_steps=3000", env=env)
+    job = start(project, *JOB, "total_steps=20000", "eval_every=10000", env=env)
     folder = only_folder(project)
     wait_until(lambda: sent_bytes(folder) > 0, 300, "the first metrics to reach the server")
     server.stop()
@@ -197,14 +206,11 @@ def test_a_hard_killed_run_is_taken_over_by_resume_with_no_gap(project, store):
     folder = only_folder(project)
     wait_until(lambda: (folder / "checkpoint.pt").exists(), 300, "the first checkpoint")
     run_id = json.loads((folder / "run.json").read_text())["run_id"]
-    refused = subprocess.run(
-        [sys.executable, "-m", "dqn.train", f"resume={run_id}"], cwd=project, env=clean_env(), capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
-    assert refused.returncode == 2 and "a live process is working on it" in refused.stderr
+    client = MlflowClient(store)
+    with pytest.raises(ResumeError, match="a live process is working on it"):
+        claim(client.get_run(run_id))
     job.send_signal(signal.SIGKILL)
     job.communicate(timeout=60)
-    client = MlflowClient(store)
     assert client.get_run(run_id).info.status == "RUNNING"
 
     code, err = finish(start(project, f"resume={run_id}"))
@@ -224,7 +230,7 @@ def test_sigterm_to_a_parallel_sweeps_process_group_ends_everything_killed(proje
         project, "-m", "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *LONG_JOB,
         "total_steps=30000", group=True,
     )  # fmt: skip
-    wait_until(lambda: sum(journal_lines(f) > 0 for f in job_folders(project)) >= 2, 300, "two jobs training")
+    wait_until(lambda: sum(map(training, job_folders(project))) >= 2, 300, "two jobs training")
     os.killpg(sweep.pid, signal.SIGTERM)
     code, err = finish(sweep)
     assert code == 128 + signal.SIGTERM, err[-3000:]
@@ -254,7 +260,7 @@ def new_folder(project: Path, known: list[Path]) -> Path:
 
 def interrupt(job: subprocess.Popen, folder: Path) -> str:
     """Ctrl-C once the job trains; return its stderr after it ended (KILLED, with a checkpoint)."""
-    wait_until(lambda: journal_lines(folder) > 0, 300, "training to start")
+    wait_until(lambda: training(folder), 300, "training to start")
     job.send_signal(signal.SIGINT)
     code, err = finish(job)
     assert code == 130 and "continue it with: python -m dqn.train resume=" in err, err[-3000:]
@@ -270,19 +276,19 @@ def killed_run(project: Path, *overrides: str) -> str:
 
 
 def test_overrides_given_at_resume_become_the_runs_config(project, store):
-    run_id = killed_run(project, *LONG_JOB, "total_steps=4000")
+    run_id = killed_run(project, *LONG_JOB, "total_steps=12000")
     client = MlflowClient(store)
     known = job_folders(project)
-    job = start(project, f"resume={run_id}", "total_steps=9000")
+    job = start(project, f"resume={run_id}", "total_steps=14000")
     interrupt(job, new_folder(project, known))
     run = client.get_run(run_id)
-    assert run.info.status == "KILLED" and "total_steps: 4000 -> 9000" in run.data.tags["config_changes"]
+    assert run.info.status == "KILLED" and "total_steps: 12000 -> 14000" in run.data.tags["config_changes"]
     saved = Path(client.download_artifacts(run_id, "config.yaml", str(project / "check"))).read_text()
-    assert "total_steps: 9000" in saved
+    assert "total_steps: 14000" in saved
 
     code, err = finish(start(project, f"resume={run_id}"))  # no override: it continues under the new budget
     assert code == 0, err[-3000:]
-    assert history(client, run_id, "eval_return_mean")[-1][0] == 9000
+    assert history(client, run_id, "eval_return_mean")[-1][0] == 14000
     assert client.get_run(run_id).data.tags["resume_count"] == "2"
     assert "end_reason" not in client.get_run(run_id).data.tags
 

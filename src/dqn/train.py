@@ -270,7 +270,10 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
 
 
 def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
-    """Validate, open the run, train, store the results; the run ends however this ends."""
+    """Validate, hold the job's folder, open the run, train; the run ends however this ends.
+
+    Stop signals are caught from before the run exists, so no signal can leave it RUNNING.
+    """
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -279,57 +282,29 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     except BlockingIOError:
         raise ConfigError(f"hydra.run.dir={out_dir} is in use by a running job: allowed a folder of its own") from None
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    if sweep_dir is not None and sweep_stopping(sweep_dir):
-        log.warning("job %s not started: the sweep is stopping", hydra_cfg.job.num)
-        return None
-    if not settings.resume:
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    locks, recorder = [lock], None
     try:
-        recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir)
-    except BaseException:
-        lock.release()
-        raise
-    locks = [lock, claimed]
-    if checkpoint is not None:
-        settings = OmegaConf.to_object(cfg)  # the resumed run's own config (validated by open_run)
+        with stop_signals() as signalled:
+            if sweep_dir is not None and sweep_stopping(sweep_dir):
+                log.warning("job %s not started: the sweep is stopping", hydra_cfg.job.num)
+                return None
+            if not settings.resume:
+                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir)
+            locks.append(claimed)
+            with tracking.ended(recorder, signalled):
+                if checkpoint is None:
+                    recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
+                    recorder.log_artifact(out_dir / "config.yaml")
+                else:
+                    settings = OmegaConf.to_object(cfg)  # the resumed run's own config (validated by open_run)
 
-    def save(state: dict) -> None:
-        """Flush, then checkpoint: the metrics on disk always reach at least as far as the checkpoint."""
-        recorder.flush()
-        temporary = out_dir / f"{CHECKPOINT}.tmp"
-        torch.save(state, temporary)
-        temporary.replace(out_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint whole
-        recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
+                def stop_requested() -> bool:
+                    return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
 
-    def stop_requested() -> bool:
-        return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
-
-    try:
-        with stop_signals() as signalled, tracking.ended(recorder, signalled):
-            if checkpoint is None:
-                recorder.log_params(tracking.flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)))
-                recorder.log_artifact(out_dir / "config.yaml")
-            progress = Progress(settings.total_steps)
-
-            def record(metrics: dict[str, float], step: int) -> None:
-                recorder.log(metrics, step)
-                progress.update(metrics, step)
-
-            try:
-                estimator = learn(settings, record, save, checkpoint, stop_requested)
-            finally:
-                progress.close()
-            estimator.save_weights(out_dir / "lunar-dqn.pth")
-            learning_curve(recorder.history, out_dir / "learning_curve.png")
-            for artifact in ("lunar-dqn.pth", "learning_curve.png"):
-                recorder.log_artifact(out_dir / artifact)
-            if recorder.client is not None and settings.mlflow.log_model:
-                recorder.flush()
-                name = settings.mlflow.registered_model_name if settings.register else None
-                uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
-                log.info("model logged as %s", uri)
+                deliver(settings, recorder, checkpoint, out_dir, stop_requested)
     except KeyboardInterrupt as error:
-        raise Interrupted(str(error), recorder.run_id) from None
+        raise Interrupted(str(error), recorder.run_id if recorder else None) from None
     finally:
         for held in filter(None, locks):
             held.release()
@@ -339,6 +314,40 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     final = evals[-1][1] if evals else None
     log.info("done: %s %s; outputs in %s", delivered, final, out_dir)
     return final
+
+
+def deliver(
+    settings: TrainConfig, recorder: tracking.Recorder, checkpoint: dict | None, out_dir: Path, stop_requested
+) -> None:
+    """Train, then save and log what the run delivers: weights, learning curve, the MLflow model."""
+
+    def save(state: dict) -> None:
+        """Flush, then checkpoint: the metrics on disk always reach at least as far as the checkpoint."""
+        recorder.flush()
+        temporary = out_dir / f"{CHECKPOINT}.tmp"
+        torch.save(state, temporary)
+        temporary.replace(out_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint whole
+        recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
+
+    progress = Progress(settings.total_steps)
+
+    def record(metrics: dict[str, float], step: int) -> None:
+        recorder.log(metrics, step)
+        progress.update(metrics, step)
+
+    try:
+        estimator = learn(settings, record, save, checkpoint, stop_requested)
+    finally:
+        progress.close()
+    estimator.save_weights(out_dir / "lunar-dqn.pth")
+    learning_curve(recorder.history, out_dir / "learning_curve.png")
+    for artifact in ("lunar-dqn.pth", "learning_curve.png"):
+        recorder.log_artifact(out_dir / artifact)
+    if recorder.client is not None and settings.mlflow.log_model:
+        recorder.flush()
+        name = settings.mlflow.registered_model_name if settings.register else None
+        uri = models.log_model(recorder.client.tracking_uri, recorder.run_id, estimator, name)
+        log.info("model logged as %s", uri)
 
 
 def train(cfg: DictConfig) -> float | None:
