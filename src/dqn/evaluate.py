@@ -26,15 +26,13 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from dqn import agent, tracking
-from dqn.agent import Episode, evaluate_episodes
+from dqn.agent import SOLVED, Episode, evaluate_episodes
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.video import record_episode
 
 WEIGHTS = "lunar-dqn.pth"
 VIDEO = "lunar-dqn.mp4"
-SOLVED = 200.0
-"""An episode return of at least this counts as a success (LunarLander's "solved" threshold)."""
 LANDED_REWARD = 100.0
 """LunarLander's last reward when the lander comes to rest; a crash or flying off gives -100."""
 
