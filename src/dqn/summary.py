@@ -208,7 +208,7 @@ def permutation_p(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjustment: the family of tests is wrong at all at most ALPHA of the time."""
+    """Holm's step-down adjustment: a claim from any test of the family is false at most ALPHA of the time."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
     adjusted, running = [1.0] * len(p_values), 0.0
     for rank, i in enumerate(order):
@@ -269,6 +269,7 @@ class Comparison:
 
     @property
     def separated(self) -> bool:
+        """The best group is better than this one: Holm-adjusted p < ALPHA."""
         return self.p_value is not None and self.p_value < ALPHA
 
 
