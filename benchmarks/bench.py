@@ -86,7 +86,8 @@ def run_ours(
 ) -> Result:
     torch.set_num_threads(1)
     cfg = our_config(overrides, seed=seed, total_steps=steps, eval_every=eval_every, eval_episodes=eval_episodes,
-                     checkpoint_every=0, checkpoint_buffer=False, keep_best=False)  # fmt: skip
+                     checkpoint_every=0, checkpoint_buffer=False, keep_best=False,
+                     final_eval_episodes=0)  # fmt: skip  # final_mean, below, scores both weights alike
     evals: dict[int, dict[str, float]] = {}
     saved: list[dict] = []  # the final checkpoint holds a copy of the best evaluation's weights; with
     # keep_best=False the returned network keeps the last ones (the checkpoint's "q" aliases it)
@@ -166,8 +167,8 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
     from dqn import tracking
 
     torch.set_num_threads(1)
-    learn(TrainConfig(total_steps=3_000, learning_starts=1_000, eval_episodes=0))  # warm-up: first-call costs
-    cfg = TrainConfig(seed=0, total_steps=steps, eval_episodes=0, checkpoint_every=0)
+    learn(TrainConfig(total_steps=3_000, learning_starts=1_000, eval_episodes=0, final_eval_episodes=0))  # warm-up
+    cfg = TrainConfig(seed=0, total_steps=steps, eval_episodes=0, final_eval_episodes=0, checkpoint_every=0)
     start = time.perf_counter()
     learn(cfg)
     off = time.perf_counter() - start

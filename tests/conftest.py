@@ -21,6 +21,7 @@ TINY = [
     "learning_starts=500",
     "eval_every=1500",
     "eval_episodes=2",
+    "final_eval_episodes=2",
     "env.eval_max_episode_steps=200",
     "network=mlp_small",
     "schedule.decay_steps=2000",

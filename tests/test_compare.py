@@ -1,4 +1,4 @@
-"""The sweep report: statistics against hand-computed values, then `python -m dqn.compare` on a real MLflow store."""
+"""`python -m dqn.compare` on a real MLflow store (the statistics themselves: tests/test_summary.py)."""
 
 from __future__ import annotations
 
@@ -6,137 +6,35 @@ import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from dqn.compare import main
-from dqn.summary import GroupStats, SeedRun, iqm, iqm_curves, summarize, verdict
-
-
-def seed_run(group: str, seed: int, evals: list[tuple[int, float, float | None]], truncated: float = 0.0) -> SeedRun:
-    return SeedRun(group, seed, evals[-1][1] if evals else None, truncated, evals)
-
-
-# --- statistics ---
-
-
-def test_iqm_is_the_mean_of_the_middle_half():
-    assert iqm(range(1, 9)) == pytest.approx((3 + 4 + 5 + 6) / 4)
-    assert iqm([8, 1, 100, 3, 5, 2, 6, 4]) == pytest.approx((3 + 4 + 5 + 6) / 4)  # order and outliers don't matter
-    assert iqm([-50, 180, 210, 250]) == pytest.approx((180 + 210) / 2)
-
-
-def test_group_statistics_match_hand_computed_values():
-    runs = [  # (env step, eval_return_mean, train_seconds); seed 3 is given out of step order
-        seed_run("lr=0.001", 0, [(10_000, 50, 30.0), (20_000, 205, 61.0), (30_000, 250, 95.0)], truncated=0.0),
-        seed_run("lr=0.001", 1, [(10_000, 100, 31.0), (20_000, 150, 60.0), (30_000, 180, 92.0)], truncated=0.6),
-        seed_run("lr=0.001", 2, [(10_000, 210, 29.0), (20_000, 190, 58.0), (30_000, 210, 90.0)], truncated=0.5),
-        SeedRun("lr=0.001", 3, -50.0, 0.9, [(30_000, -50, 99.0), (10_000, 220, 33.0), (20_000, 100, 66.0)]),
-    ]
-    (row,) = summarize(runs)
-    finals = [250, 180, 210, -50]
-    mean = sum(finals) / 4
-    assert row.group == "lr=0.001" and row.n_seeds == 4 and row.note == ""
-    assert row.iqm == pytest.approx((180 + 210) / 2)
-    assert row.mean == pytest.approx(mean)
-    assert row.std == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in finals) / 4))  # ddof=0
-    assert row.success_rate == pytest.approx(2 / 4)  # 250 and 210
-    assert row.hover_rate == pytest.approx(2 / 4)  # 0.6 and 0.9; exactly 0.5 is not hovering
-    assert row.n_reached_200 == 3  # seed 3 reached 200 at 10k and then collapsed
-    assert row.median_steps_to_200 == pytest.approx(10_000)  # median of 20k, 10k, 10k
-    assert row.median_seconds_to_200 == pytest.approx(33.0)  # median of 61, 29, 33
-    assert min(finals) <= row.ci_low <= row.iqm <= row.ci_high <= max(finals)
-
-
-def test_a_final_return_of_exactly_200_is_a_success():
-    (row,) = summarize([seed_run("g", 0, [(1, 200.0, 1.0)])])
-    assert row.success_rate == 1.0 and row.n_reached_200 == 1 and row.median_steps_to_200 == 1
-
-
-def test_no_seed_reaching_200_leaves_the_medians_empty():
-    (row,) = summarize([seed_run("g", s, [(1, 150.0, 1.0)]) for s in range(3)])
-    assert row.n_reached_200 == 0 and row.median_steps_to_200 is None and row.median_seconds_to_200 is None
-
-
-def test_grouping_ignores_the_seed_and_a_single_seed_collapses_the_ci():
-    runs = [seed_run("a", seed, [(1, 100.0 + seed, 1.0)]) for seed in range(5)] + [seed_run("b", 7, [(1, 42.0, 1.0)])]
-    rows = {row.group: row for row in summarize(runs)}
-    assert rows["a"].n_seeds == 5 and rows["b"].n_seeds == 1
-    b = rows["b"]
-    assert b.iqm == b.ci_low == b.ci_high == b.mean == pytest.approx(42.0) and b.std == 0.0
-
-
-def test_the_ci_is_reproducible():
-    runs = [seed_run("a", seed, [(1, float(v), 1.0)]) for seed, v in enumerate([5, 90, 20, 300, 150, 60])]
-    assert summarize(runs) == summarize(list(reversed(runs)))
-
-
-def test_rows_are_sorted_best_first_and_groups_without_evaluations_last():
-    runs = [
-        seed_run("mid", 0, [(1, 200.0, 1.0)]),
-        seed_run("none", 0, []),
-        seed_run("top", 0, [(1, 300.0, 1.0)]),
-        seed_run("low", 0, [(1, 100.0, 1.0)]),
-    ]
-    rows = summarize(runs)
-    assert [row.group for row in rows] == ["top", "mid", "low", "none"]
-    assert rows[-1].n_seeds == 1 and rows[-1].iqm is None and rows[-1].note == "no evaluations"
-
-
-def test_runs_that_did_not_finish_are_not_seeds_but_are_noted():
-    runs = [
-        seed_run("a", 0, [(1, 100.0, 1.0)]),
-        SeedRun("a", 1, None, status="FAILED"),
-        SeedRun("b", 0, None, status="KILLED"),
-    ]
-    rows = {row.group: row for row in summarize(runs)}
-    assert rows["a"].n_seeds == 1 and rows["a"].iqm == 100.0 and rows["a"].note == "skipped 1 FAILED"
-    assert rows["b"].n_seeds == 0 and rows["b"].iqm is None and rows["b"].note == "no finished runs; skipped 1 KILLED"
-
-
-def row(group: str, value: float, low: float, high: float) -> GroupStats:
-    return GroupStats(group, 3, iqm=value, ci_low=low, ci_high=high)
-
-
-def test_verdict_says_whether_the_best_ci_clears_the_runner_up():
-    separated = verdict([row("lr=0.001", 250, 150.0, 260), row("defaults", 120, 90, 149.9)])
-    assert "Best: lr=0.001" in separated and "clear of the runner-up defaults" in separated
-    touching = verdict([row("lr=0.001", 250, 150.0, 260), row("defaults", 120, 90, 150.0)])
-    assert "Best: lr=0.001" in touching and "not separated" in touching and "clear" not in touching
-
-
-def test_verdict_with_one_group_or_none():
-    assert "Only one group" in verdict([row("defaults", 120, 90, 150)])
-    assert "nothing to compare" in verdict([row("defaults", 120, 90, 150), GroupStats("empty", 2, note="x")])
-    assert verdict([GroupStats("empty", 2)]) == "No group has an evaluation to compare."
-
-
-def test_curves_use_the_steps_all_seeds_share():
-    runs = [
-        seed_run("a", 0, [(10, 1.0, 1.0), (20, 2.0, 2.0), (30, 3.0, 3.0)]),
-        seed_run("a", 1, [(10, 5.0, 1.0), (20, 6.0, 2.0)]),
-        seed_run("b", 0, [(10, 7.0, 1.0)]),
-        seed_run("c", 0, []),
-    ]
-    curves = iqm_curves(runs)
-    assert set(curves) == {"a", "b"}
-    np.testing.assert_array_equal(curves["a"].steps, [10, 20])
-    np.testing.assert_allclose(curves["a"].iqm, [3.0, 4.0])  # two seeds: nothing trimmed
-    assert np.all(curves["a"].low <= curves["a"].iqm) and np.all(curves["a"].iqm <= curves["a"].high)
-    np.testing.assert_allclose([curves["b"].low[0], curves["b"].high[0]], [7.0, 7.0])
-
 
 # --- the command, on a real store ---
 
 EXPERIMENT = "dqn-lunar-lander"
 STEPS = (10_000, 20_000, 30_000)
-# group -> per seed: eval_return_mean at STEPS, final eval_truncated_fraction; train_seconds = step / 1000 * (1 + seed)
+# group -> per seed: eval_return_mean at STEPS, the scoring evaluation's truncated fraction, and the run's
+# final_eval_return_mean (None: a run from before the final evaluation, scored by its last eval_return_mean).
+# train_seconds = step / 1000 * (1 + seed).
 SWEEP = {
-    "batch_size=256,lr=0.0005": [([120, 210, 260], 0.0), ([150, 190, 240], 0.0), ([205, 230, 250], 0.0)],
-    "lr=0.001": [([-100, 50, 100], 0.8), ([0, 150, 210], 0.0), ([-200, -50, -20], 0.6)],
-    "defaults": [([0, 100, 150], 0.0), ([10, 110, 160], 0.0), ([20, 120, 170], 0.0)],
+    "batch_size=256,lr=0.0005": [
+        ([120, 210, 260], 0.0, 250.0),
+        ([150, 190, 240], 0.0, 240.0),
+        ([205, 230, 250], 0.0, 260.0),
+        ([100, 150, 180], 0.0, 245.0),
+        ([90, 140, 170], 0.0, 255.0),
+    ],
+    "defaults": [
+        ([0, 100, 150], 0.8, 150.0),
+        ([10, 110, 160], 0.0, 160.0),
+        ([20, 120, 170], 0.6, 170.0),
+        ([30, 130, 180], 0.0, 155.0),
+        ([40, 140, 190], 0.0, 165.0),
+    ],
+    "lr=0.001": [([-100, 50, 100], 0.8, None), ([0, 150, 210], 0.0, None), ([-200, -50, -20], 0.6, None)],
 }
 
 
@@ -161,16 +59,23 @@ def add_job(client, experiment_id, parent, sweep_id, group, seed, metrics, start
     return run_id
 
 
-def evaluations(returns: list[float], truncated: float, seed: int) -> list[tuple[str, float, int]]:
+def evaluations(returns: list[float], truncated: float, final: float | None, seed: int) -> list[tuple[str, float, int]]:
+    """What a run logs: its evaluations during training, then (newer runs) the final evaluation."""
     metrics = []
     for i, (step, value) in enumerate(zip(STEPS, returns, strict=True)):
         metrics += [
             ("eval_return_mean", float(value), step),
             ("eval_return_std", 10.0, step),
-            ("eval_truncated_fraction", truncated if i == len(STEPS) - 1 else 0.0, step),
+            ("eval_truncated_fraction", truncated if final is None and i == len(STEPS) - 1 else 0.0, step),
             ("train_seconds", step / 1000 * (1 + seed), step),
             ("eval_length_mean", 300.0, step),
             ("episode_return", -500.0, step - 1),
+        ]
+    if final is not None:
+        metrics += [
+            ("final_eval_return_mean", final, STEPS[-1]),
+            ("final_eval_truncated_fraction", truncated, STEPS[-1]),
+            ("final_eval_episodes", 50.0, STEPS[-1]),
         ]
     return metrics
 
@@ -189,11 +94,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, 
     sweep = "2026-11-27_05-40-12_ab12"
     parents[sweep] = add_sweep(client, experiment_id, root, sweep, 1000)
     for group, seeds in SWEEP.items():
-        for seed, (returns, truncated) in enumerate(seeds):
-            add_job(
-                client, experiment_id, parents[sweep], sweep, group, seed, evaluations(returns, truncated, seed), 1001
-            )
-    add_job(client, experiment_id, parents[sweep], sweep, "batch_size=256,lr=0.0005", 3, [], 1002, status="FAILED")
+        for seed, (returns, truncated, final) in enumerate(seeds):
+            metrics = evaluations(returns, truncated, final, seed)
+            add_job(client, experiment_id, parents[sweep], sweep, group, seed, metrics, 1001)
+    add_job(client, experiment_id, parents[sweep], sweep, "batch_size=256,lr=0.0005", 5, [], 1002, status="FAILED")
+    add_job(client, experiment_id, parents[sweep], sweep, "defaults", 5, [("episode_return", -90.0, 40)], 1002)
 
     failed = "2026-11-27_06-00-00_cd34"
     parents[failed] = add_sweep(client, experiment_id, root, failed, 2000)
@@ -223,24 +128,42 @@ def test_compare_reports_a_sweep_and_logs_the_files_to_its_parent(store, capsys)
 
     rows = read_csv(out / "report.csv")
     assert [r["group"] for r in rows] == ["batch_size=256,lr=0.0005", "defaults", "lr=0.001"]
-    best, mid, worst = rows
-    assert best["n_seeds"] == "3" and best["note"] == "skipped 1 FAILED"  # the FAILED job is not a seed
-    assert float(best["iqm"]) == pytest.approx(250.0)  # three seeds: nothing trimmed
-    assert float(best["success_rate"]) == 1.0 and float(best["hover_rate"]) == 0.0
-    assert float(best["median_steps_to_200"]) == 20_000  # reached at 20k, 30k, 10k
+    best, mid, old = rows
+    assert best["n_seeds"] == "5" and best["note"] == "skipped 1 FAILED"  # the FAILED job is not a seed
+    assert float(best["iqm"]) == pytest.approx(250.0)  # scored by final_eval_return_mean: middle 245, 250, 255
+    assert [float(v) for v in best["seeds"].split()] == [240.0, 245.0, 250.0, 255.0, 260.0]
+    assert 240 <= float(best["ci_low"]) < 250 < float(best["ci_high"]) <= 260  # 5 seeds: a CI
+    assert best["seeds_solved"] == "5/5" and float(best["hover_rate"]) == 0.0
+    assert float(best["std"]) == pytest.approx(math.sqrt(250 / 4))  # sample std: squares 100+25+0+25+100, n - 1 = 4
+    assert float(best["median_steps_to_200"]) == 20_000  # first evaluation >= 200: 20k, 30k, 10k; two never
+    assert best["n_reached_200"] == "3"
     assert float(best["median_seconds_to_200"]) == pytest.approx(30.0)  # 20 (seed 0), 60 (seed 1), 30 (seed 2)
-    assert float(best["std"]) == pytest.approx(math.sqrt(200 / 3))
-    assert float(mid["iqm"]) == pytest.approx(160.0) and float(mid["success_rate"]) == 0.0
+
+    assert mid["n_seeds"] == "5" and mid["note"] == "1 of 6 finished seeds without evaluations, not counted"
+    assert float(mid["iqm"]) == pytest.approx(160.0) and mid["seeds_solved"] == "0/5"
+    assert float(mid["hover_rate"]) == pytest.approx(2 / 5)  # final_eval_truncated_fraction 0.8 and 0.6
     assert mid["n_reached_200"] == "0" and mid["median_steps_to_200"] == "" and mid["median_seconds_to_200"] == ""
-    assert float(worst["iqm"]) == pytest.approx(290 / 3)
-    assert float(worst["success_rate"]) == pytest.approx(1 / 3) and float(worst["hover_rate"]) == pytest.approx(2 / 3)
-    assert float(best["ci_low"]) > float(mid["ci_high"])
+
+    assert old["n_seeds"] == "3" and old["ci_low"] == "" and old["ci_high"] == ""  # under 5 seeds: no CI
+    assert float(old["iqm"]) == pytest.approx(290 / 3)  # their last eval_return_mean: 100, 210, -20
+    assert old["seeds_solved"] == "1/3" and float(old["hover_rate"]) == pytest.approx(2 / 3)
+    assert old["note"] == "3 scored by their last eval_return_mean (no final_eval_return_mean)"
 
     printed = capsys.readouterr().out
     assert "batch_size=256,lr=0.0005" in printed and "skipped 1 that did not finish (1 FAILED)" in printed
-    assert "Verdict: Best: batch_size=256,lr=0.0005" in printed and "clear of the runner-up defaults" in printed
+    assert "14 finished runs (1 without a score) in 3 groups" in printed
+    assert "Verdict: Best by IQM: batch_size=256,lr=0.0005" in printed
+    assert "not shown better than lr=0.001" in printed  # 3 seeds: too few to test
+    assert "vs defaults (IQM 160.0, 5 seeds; difference 90.0): better, p = 0.016" in printed  # 4/252
+    assert "vs lr=0.001 (IQM 96.7, 3 seeds; difference 153.3): too few seeds to test (n < 4)" in printed
     markdown = (out / "report.md").read_text()
-    assert "| group " in markdown and "**Verdict:** Best: batch_size=256,lr=0.0005" in markdown
+    assert "| group " in markdown and "**Verdict:** Best by IQM: batch_size=256,lr=0.0005" in markdown
+    assert "Score of a seed: final_eval_return_mean" in markdown
+    assert "3 of 13 seeds come from runs without it and are scored by their last eval_return_mean" in markdown
+    table = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
+    assert "| 100.0, 210.0, -20.0 " not in table["lr=0.001"] and "| -20.0, 100.0, 210.0 " in table["lr=0.001"]
+    assert "240.0" not in table["batch_size=256,lr=0.0005"].split("|")[6]  # 5 seeds: the CI, not the list
+    assert "- Warning: fewer than 5 seeds in lr=0.001 (3)" in markdown
 
     files = ["curves.png", "finals.png", "report.csv", "report.md"]
     for name in files[:2]:
@@ -258,8 +181,8 @@ def test_the_default_sweep_is_the_latest_and_runs_without_evaluations_make_a_mar
     _, uri, _, root = store
     assert run_compare(uri) == 0
     (row,) = read_csv(root / "multirun" / "2026-11-27_07-00-00_ef56" / "report.csv")
-    assert row["group"] == "defaults" and row["n_seeds"] == "2" and row["note"] == "no evaluations"
-    assert row["iqm"] == row["ci_low"] == row["success_rate"] == ""
+    assert row["group"] == "defaults" and row["n_seeds"] == "0" and row["note"] == "no evaluations"
+    assert row["iqm"] == row["ci_low"] == row["seeds_solved"] == row["seeds"] == ""
     assert "No group has an evaluation" in capsys.readouterr().out
 
 

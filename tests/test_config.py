@@ -76,6 +76,8 @@ def bad(**changes) -> TrainConfig:
         (bad(tau=0.0), "tau"),
         (bad(tau=1.5), "tau"),
         (bad(adam_eps=0.0), "adam_eps"),
+        (bad(final_eval_episodes=-1), "final_eval_episodes"),
+        (bad(eval_episodes=1_000_001), "eval_episodes"),  # its start seeds would reach the final evaluation's
     ],
 )
 def test_validate_names_the_bad_key_and_what_is_allowed(cfg, key):

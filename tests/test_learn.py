@@ -1,18 +1,23 @@
 """The training loop itself, without Hydra or MLflow: checkpoints, resume, divergence."""
 
+import math
 from collections import defaultdict
 
+import gymnasium
+import numpy as np
 import pytest
 import torch
 
+from dqn import learn as learn_module
 from dqn.agent import evaluate_episodes
 from dqn.config import TrainConfig
 from dqn.environment import make_env
-from dqn.learn import EVAL_SEED_OFFSET, CheckpointMismatch, NonFiniteLoss, Stopped, learn
+from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, CheckpointMismatch, NonFiniteLoss, Stopped, learn
 
 
 def tiny(**changes) -> TrainConfig:
     cfg = TrainConfig(total_steps=2500, learning_starts=300, eval_every=1000, eval_episodes=1, checkpoint_every=0)
+    cfg.final_eval_episodes = 2
     cfg.network.hidden_sizes = [32, 32]
     cfg.env.eval_max_episode_steps = 100
     cfg.schedule.decay_steps = 1500
@@ -130,3 +135,77 @@ def test_checkpoints_from_before_keep_best_still_resume():
     history, log = recording()
     learn(tiny(total_steps=1200, eval_every=1200), log, resume=old)
     assert history["best_eval_return_mean"] == history["eval_return_mean"]  # the first evaluation after resume
+
+
+class ResetSeeds(gymnasium.Wrapper):
+    """Records the seed of every reset: the start seeds an env was really given."""
+
+    def __init__(self, env: gymnasium.Env, seeds: list) -> None:
+        super().__init__(env)
+        self.seeds = seeds
+
+    def reset(self, *, seed=None, options=None):
+        self.seeds.append(seed)
+        return self.env.reset(seed=seed, options=options)
+
+
+def test_final_evaluation_starts_are_disjoint_from_every_other_start(monkeypatch):
+    made: list[list] = []  # reset seeds per env, in the order learn makes them: training, evaluation
+
+    def recorded_env(*args, **kwargs):
+        made.append([])
+        return ResetSeeds(make_env(*args, **kwargs), made[-1])
+
+    monkeypatch.setattr(learn_module, "make_env", recorded_env)
+    cuts = {}  # how many evaluation resets had happened when each kind of evaluation was logged
+
+    def log(metrics, step):
+        for key in ("eval_return_mean", "final_eval_return_mean"):
+            if key in metrics:
+                cuts[key] = len(made[1])
+
+    cfg = tiny(seed=7, eval_episodes=3, final_eval_episodes=4)
+    learn(cfg, log)
+    training, evaluation = made
+    selection, final = evaluation[: cuts["eval_return_mean"]], evaluation[cuts["eval_return_mean"] :]
+    assert len(selection) == 3 * 3 and len(final) == 4 == cuts["final_eval_return_mean"] - len(selection)
+    assert set(selection) == set(range(7 + EVAL_SEED_OFFSET, 7 + EVAL_SEED_OFFSET + 3))
+    assert final == list(range(7 + FINAL_EVAL_SEED_OFFSET, 7 + FINAL_EVAL_SEED_OFFSET + 4))
+    assert not set(final) & (set(selection) | set(training))
+    # the layout holds for any eval_episodes config.validate allows
+    assert FINAL_EVAL_SEED_OFFSET - EVAL_SEED_OFFSET >= learn_module.MAX_EVAL_EPISODES
+
+
+def test_final_evaluation_scores_the_delivered_weights_and_changes_nothing_before_it():
+    without, log = recording()
+    learn(tiny(seed=1, eval_every=500, final_eval_episodes=0), log)
+    with_final, log = recording()
+    cfg = tiny(seed=1, eval_every=500, final_eval_episodes=3)
+    q = learn(cfg, log)
+    final = {key: values for key, values in with_final.items() if key.startswith("final_eval_")}
+    clocks = ("train_seconds", "steps_per_second")  # wall time: never equal twice
+
+    def trained(history):
+        return {key: values for key, values in history.items() if key not in final and key not in clocks}
+
+    assert trained(with_final) == trained(without) and len(trained(without)) >= 7
+    assert [step for step, _ in with_final["train_seconds"]] == [step for step, _ in without["train_seconds"]]
+    assert not any(key.startswith("final_eval_") for key in without)
+
+    env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps)
+    episodes = evaluate_episodes(q, env, 3, cfg.seed + FINAL_EVAL_SEED_OFFSET)  # q: the best weights (keep_best)
+    scores = np.array([e.score for e in episodes])
+    expected = {
+        "final_eval_return_mean": scores.mean(),
+        "final_eval_return_std": math.sqrt(sum((s - scores.mean()) ** 2 for s in scores) / 2),  # sample std
+        "final_eval_success_rate": np.mean(scores >= 200),  # a share of episodes
+        "final_eval_truncated_fraction": np.mean([e.truncated for e in episodes]),
+        "final_eval_length_mean": np.mean([e.length for e in episodes]),
+        "final_eval_episodes": 3,
+    }
+    assert set(final) == set(expected)
+    for key, value in expected.items():
+        ((step, logged),) = final[key]
+        assert step == cfg.total_steps and logged == pytest.approx(value), key
+    # the delivered weights are the best evaluation's, not the last ones (seed 1 falls back, as above)
+    assert without["eval_return_mean"][-1][1] < without["best_eval_return_mean"][-1][1]

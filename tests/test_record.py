@@ -139,7 +139,8 @@ def test_processes_opening_a_store_that_does_not_exist_yet_never_collide(tmp_pat
             subprocess.Popen([sys.executable, "-c", opener, uri, str(go)], stderr=subprocess.PIPE, text=True)
             for _ in range(3)
         ]
-        wait_until(lambda: len(list(tmp_path.glob("ready-*"))) == 3 * (attempt + 1), 300, "the openers' imports")
+        ready = 3 * (attempt + 1)
+        wait_until(lambda n=ready: len(list(tmp_path.glob("ready-*"))) == n, 300, "the openers' imports")
         go.touch()  # all are waiting: they open the store at once
         for process in openers:
             _, err = process.communicate(timeout=300)

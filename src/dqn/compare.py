@@ -1,6 +1,7 @@
 """`python -m dqn.compare`: the report of a sweep, read from its runs in MLflow.
 
-Ranks the sweep's groups by the IQM of their seeds' final returns (`dqn.summary`), writes report.csv,
+Ranks the sweep's groups by the IQM of their seeds' scores (the fresh final evaluation of each run's
+delivered weights), tests the best against every other group (`dqn.summary`), writes report.csv,
 report.md, curves.png and finals.png, and logs the four to the sweep's parent run.
 """
 
@@ -10,7 +11,7 @@ import argparse
 import csv
 import sys
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mlflow import MlflowClient
@@ -19,14 +20,27 @@ from mlflow.exceptions import MlflowException
 
 from dqn import tracking
 from dqn.plots import sweep_curves, sweep_finals
-from dqn.summary import COLUMNS, GroupStats, SeedRun, iqm_curves, summarize, verdict
+from dqn.summary import (
+    COLUMNS,
+    FINAL_SCORE,
+    LAST_SCORE,
+    MIN_SEEDS_FOR_CI,
+    GroupStats,
+    SeedRun,
+    Verdict,
+    iqm_curves,
+    summarize,
+    verdict,
+)
 
-DECIMALS = {"success_rate": 2, "hover_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
+DECIMALS = {"hover_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
 LEGEND = (
-    "Over each seed's final greedy evaluation return: IQM (mean of the middle half) with a 95% bootstrap CI "
-    "over seeds, mean and population std. success_rate: share of seeds ending at 200 or more; hover_rate: share "
-    "whose final evaluation was mostly cut by the time limit; steps and seconds to 200: median over the "
-    "n_reached_200 seeds that reached 200 at some evaluation (seconds of training, evaluation excluded)."
+    f"Per group, over the seeds with a score: the IQM (mean of the middle half) with a 95% stratified-bootstrap "
+    f"CI over seeds from {MIN_SEEDS_FOR_CI} seeds on (with fewer the CI would be just the seeds' min to max, so "
+    f"`seeds` lists their scores instead); mean and sample std. seeds_solved: seeds scoring 200 or more; "
+    "hover_rate: share of seeds whose scoring evaluation was mostly cut by the time limit; n_reached_200: seeds "
+    "with an evaluation >= 200 during training (from then on keep_best delivered weights that had scored >= 200), "
+    "and the median env steps and training seconds (evaluation excluded) to it over those seeds."
 )
 
 
@@ -36,14 +50,16 @@ class ReportError(Exception):
 
 @dataclass(frozen=True)
 class Report:
-    """What `write_report` made: the rows best first, the verdict line, the jobs left out, the files written."""
+    """What `write_report` made: the rows best first, the verdict, the jobs left out, the files written."""
 
     sweep_id: str
     parent_run_id: str
     rows: list[GroupStats]
-    verdict: str
+    verdict: Verdict
     skipped: dict[str, int]  # status -> how many of the sweep's jobs did not finish
     files: list[Path]
+    finished: int = 0  # the sweep's FINISHED jobs, with a score or not
+    score: str = ""  # which metric scored the seeds
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,41 +157,56 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
         raise ReportError(f"sweep {sweep_id!r} has no finished runs{_skipped_text(skipped, ' (', ')')}")
 
     rows = summarize(seeds)
-    line = verdict(rows)
+    finished = sum(seed.status == "FINISHED" for seed in seeds)
+    report = Report(sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds))
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = iqm_curves(seeds)
-    finals = {row.group: [s.final_return for s in seeds if _counts(s) and s.group == row.group] for row in rows}
+    scored = [row for row in rows if row.seeds]
     files = [
         write_csv(rows, out_dir / "report.csv"),
-        write_markdown(sweep_id, rows, line, skipped, out_dir / "report.md"),
-        sweep_curves({row.group: curves[row.group] for row in rows if row.group in curves}, out_dir / "curves.png"),
+        write_markdown(report, out_dir / "report.md"),
+        sweep_curves(
+            {row.group: curves[row.group] for row in rows if row.group in curves},
+            out_dir / "curves.png",
+            title=f"Sweep {sweep_id}: greedy evaluation return during training",
+        ),
         sweep_finals(
-            {group: values for group, values in finals.items() if values},
-            {row.group: row.iqm for row in rows if row.iqm is not None},
+            {row.group: row.seeds for row in scored},
+            {row.group: row.iqm for row in scored},
+            {row.group: (row.ci_low, row.ci_high) for row in scored if row.ci_low is not None},
             out_dir / "finals.png",
+            title=f"Sweep {sweep_id}: score of every seed",
+            xlabel=score_label(seeds),
         ),
     ]
     for path in files:
         client.log_artifact(parent_run_id, str(path))
-    return Report(sweep_id, parent_run_id, rows, line, skipped, files)
+    return replace(report, files=files)
 
 
 def seed_run(client: MlflowClient, run: Run) -> SeedRun:
-    """A job's group, seed and evaluations; histories are read only for FINISHED jobs, the only ones that count."""
+    """A job's group, seed, score and evaluations; histories are read only for FINISHED jobs, the only ones
+    that count. The score is the run's final_eval_return_mean; a run from before that evaluation existed
+    falls back to its last eval_return_mean (and eval_truncated_fraction)."""
     group = run.data.tags.get("group", "(no group tag)")
     seed = run.data.params.get("seed")
     seed = int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
     if run.info.status != "FINISHED":
         return SeedRun(group, seed, None, status=run.info.status)
     returns = history(client, run.info.run_id, "eval_return_mean")
-    truncated = history(client, run.info.run_id, "eval_truncated_fraction")
     seconds = dict(history(client, run.info.run_id, "train_seconds"))
+    evals = [(step, value, seconds.get(step)) for step, value in returns]
+    metrics = run.data.metrics  # the latest value of each: the final evaluation is logged once
+    if FINAL_SCORE in metrics:
+        return SeedRun(group, seed, metrics[FINAL_SCORE], metrics.get("final_eval_truncated_fraction"), evals)
+    truncated = history(client, run.info.run_id, "eval_truncated_fraction")
     return SeedRun(
         group=group,
         seed=seed,
-        final_return=returns[-1][1] if returns else None,
-        final_truncated=truncated[-1][1] if truncated else None,
-        evals=[(step, value, seconds.get(step)) for step, value in returns],
+        score=returns[-1][1] if returns else None,
+        truncated=truncated[-1][1] if truncated else None,
+        evals=evals,
+        scored_by=LAST_SCORE,
     )
 
 
@@ -185,38 +216,64 @@ def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, floa
     return [(metric.step, metric.value) for metric in metrics]
 
 
-def _counts(seed: SeedRun) -> bool:
-    return seed.status == "FINISHED" and seed.final_return is not None
+def score_text(seeds: list[SeedRun]) -> str:
+    """The line that says which metric scored the seeds."""
+    scored = [seed for seed in seeds if seed.status == "FINISHED" and seed.score is not None]
+    fallback = sum(seed.scored_by != FINAL_SCORE for seed in scored)
+    text = (
+        f"Score of a seed: {FINAL_SCORE}, the mean return of the greedy episodes that the weights its run "
+        "delivered played after training, on start seeds no evaluation during training used."
+    )
+    if fallback:
+        text += (
+            f" {fallback} of {len(scored)} seeds come from runs without it and are scored by their last "
+            f"{LAST_SCORE} instead (an evaluation during training, of the last weights)."
+        )
+    return text
+
+
+def score_label(seeds: list[SeedRun]) -> str:
+    fallback = any(seed.scored_by != FINAL_SCORE for seed in seeds if seed.score is not None)
+    also = f", else the last {LAST_SCORE}" if fallback else ""
+    return f"score per seed: {FINAL_SCORE} (fresh episodes of the delivered weights){also}"
 
 
 def write_csv(rows: list[GroupStats], path: Path) -> Path:
-    """Full precision, empty cells where a statistic has no value."""
+    """Full precision, empty cells where a statistic has no value; `seeds` holds every score, space-separated."""
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=COLUMNS)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: "" if value is None else value for key, value in asdict(row).items()})
+            cells = {key: "" if value is None else value for key, value in asdict(row).items()}
+            writer.writerow(cells | {"seeds": " ".join(repr(score) for score in row.seeds)})
     return path
 
 
-def write_markdown(sweep_id: str, rows: list[GroupStats], line: str, skipped: dict[str, int], path: Path) -> Path:
+def write_markdown(report: Report, path: Path) -> Path:
     parts = [
-        f"# Sweep {sweep_id}",
-        headline(rows, skipped),
+        f"# Sweep {report.sweep_id}",
+        headline(report),
+        report.score,
         LEGEND,
-        markdown_table(rows),
-        f"**Verdict:** {line}",
+        markdown_table(report.rows),
+        f"**Verdict:** {report.verdict.headline}",
+        "\n".join(f"- {line}" for line in report.verdict.details),
         "![IQM of greedy evaluation returns against env steps](curves.png)",
-        "![Final return of every seed](finals.png)",
+        "![Score of every seed](finals.png)",
     ]
-    path.write_text("\n\n".join(parts) + "\n")
+    path.write_text("\n\n".join(part for part in parts if part) + "\n")
     return path
 
 
-def headline(rows: list[GroupStats], skipped: dict[str, int]) -> str:
-    finished = sum(row.n_seeds for row in rows)
+def headline(report: Report) -> str:
+    scored = sum(row.n_seeds for row in report.rows)
+    without = f" ({report.finished - scored} without a score)" if scored < report.finished else ""
+    skipped = report.skipped
     unfinished = f"; skipped {sum(skipped.values())} that did not finish" if skipped else ""
-    return f"{finished} finished runs in {len(rows)} groups{unfinished}{_skipped_text(skipped, ' (', ')')}."
+    groups = len(report.rows)
+    return (
+        f"{report.finished} finished runs{without} in {groups} groups{unfinished}{_skipped_text(skipped, ' (', ')')}."
+    )
 
 
 def _skipped_text(skipped: dict[str, int], before: str, after: str) -> str:
@@ -228,7 +285,7 @@ def _skipped_text(skipped: dict[str, int], before: str, after: str) -> str:
 
 def markdown_table(rows: list[GroupStats]) -> str:
     """A markdown table padded to aligned columns, so the same text reads well in a terminal."""
-    cells = [list(COLUMNS)] + [[_cell(key, getattr(row, key)) for key in COLUMNS] for row in rows]
+    cells = [list(COLUMNS)] + [[_cell(key, getattr(row, key), row) for key in COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
     lines = [
         "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |" for line in cells
@@ -237,7 +294,10 @@ def markdown_table(rows: list[GroupStats]) -> str:
     return "\n".join(lines)
 
 
-def _cell(key: str, value: object) -> str:
+def _cell(key: str, value: object, row: GroupStats) -> str:
+    if key == "seeds":  # listed where no CI stands for them; report.csv has them all
+        small = 0 < row.n_seeds < MIN_SEEDS_FOR_CI
+        return ", ".join(f"{score:.1f}" for score in row.seeds) if small else "-"
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -250,9 +310,11 @@ def render(report: Report) -> str:
     folder = report.files[0].parent
     return "\n".join(
         [
-            f"Sweep {report.sweep_id}: {headline(report.rows, report.skipped)}",
+            f"Sweep {report.sweep_id}: {headline(report)}",
+            report.score,
             markdown_table(report.rows),
-            f"Verdict: {report.verdict}",
+            f"Verdict: {report.verdict.headline}",
+            *(f"  - {line}" for line in report.verdict.details),
             f"Wrote {', '.join(path.name for path in report.files)} to {folder}, logged to run {report.parent_run_id}.",
         ]
     )

@@ -16,6 +16,9 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+MAX_EVAL_EPISODES = 1_000_000
+"""The in-training evaluations' start seeds span this many values (see dqn.learn's seed offsets)."""
+
 
 class Activation(Enum):
     relu = "relu"
@@ -139,7 +142,12 @@ class TrainConfig:
     eval_every: int = 5_000
     """Env steps between greedy evaluations; 0 evaluates only at the end."""
     eval_episodes: int = 10
-    """Greedy episodes per evaluation, on a separate env; 0 disables evaluation."""
+    """Greedy episodes per evaluation, on a separate env; 0 disables evaluation. At most
+    MAX_EVAL_EPISODES, so their start seeds never reach the final evaluation's."""
+    final_eval_episodes: int = 50
+    """Greedy episodes played after training by the weights the run delivers, on start seeds no
+    evaluation during training used; logged as `final_eval_*`. The best of ~20 noisy evaluations
+    (`best_eval_return_mean`) overrates what `keep_best` ships; fresh episodes do not. 0 disables it."""
     keep_best: bool = True
     """Deliver the weights of the best greedy evaluation, not the last ones (as RL-Zoo's best_model)."""
     device: Device = Device.cpu
@@ -188,8 +196,9 @@ def validate(cfg: TrainConfig) -> None:
         cfg.total_steps,
         "an integer >= 1 when max_time is null (training needs a budget)",
     )
-    for key in ("learning_starts", "eval_every", "eval_episodes", "checkpoint_every"):
+    for key in ("learning_starts", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every"):
         _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
+    _check(cfg.eval_episodes <= MAX_EVAL_EPISODES, "eval_episodes", cfg.eval_episodes, f"at most {MAX_EVAL_EPISODES}")
     for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads", "n_step"):
         _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
     _check(

@@ -2,7 +2,10 @@
 the result on the run that trained them.
 
     python -m dqn.evaluate checkpoint=trained/lunar-dqn.pth episodes=100
-    python -m dqn.evaluate run_id=<run id> video=true   # also logs final_eval_* metrics and videos/ to the run
+    python -m dqn.evaluate run_id=<run id> video=true   # also logs evaluate_* metrics and videos/ to the run
+
+Its metrics are `evaluate_*`, not `final_eval_*`: those are the fresh evaluation training itself ends
+with (dqn.learn), on other start seeds and episode counts; one name, one meaning.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from dqn import agent, tracking
-from dqn.agent import Episode, evaluate_episodes
+from dqn.agent import SOLVED, Episode, evaluate_episodes
 from dqn.config import SEED_LIMIT
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
@@ -34,8 +37,6 @@ from dqn.video import record_episode
 
 WEIGHTS = "lunar-dqn.pth"
 VIDEO = "lunar-dqn.mp4"
-SOLVED = 200.0
-"""An episode return of at least this counts as a success (LunarLander's "solved" threshold)."""
 LANDED_REWARD = 100.0
 """LunarLander's last reward when the lander comes to rest; a crash or flying off gives -100."""
 
@@ -79,17 +80,18 @@ class Summary:
     episodes: int
     return_mean: float
     return_std: float
+    """Sample std (ddof=1; NaN for one episode)."""
     return_min: float
     return_max: float
     success_rate: float
-    """Return >= SOLVED."""
+    """Share of the episodes with a return >= SOLVED."""
     landed: float
     crashed: float
     timed_out: float
 
     def metrics(self) -> dict[str, float]:
-        """As MLflow metrics: final_eval_return_mean, ..., final_eval_episodes."""
-        return {f"final_eval_{key}": float(value) for key, value in asdict(self).items()}
+        """As MLflow metrics: evaluate_return_mean, ..., evaluate_episodes."""
+        return {f"evaluate_{key}": float(value) for key, value in asdict(self).items()}
 
 
 def outcome(episode: Episode) -> str:
@@ -101,14 +103,14 @@ def outcome(episode: Episode) -> str:
 
 
 def summarize(episodes: list[Episode]) -> Summary:
-    """Return statistics (population std) and the share of each outcome."""
+    """Return statistics (sample std) and the share of each outcome."""
     returns = np.array([e.score for e in episodes])
     outcomes = [outcome(e) for e in episodes]
     share = {kind: outcomes.count(kind) / len(episodes) for kind in ("landed", "crashed", "timed_out")}
     return Summary(
         episodes=len(episodes),
         return_mean=float(returns.mean()),
-        return_std=float(returns.std()),
+        return_std=float(returns.std(ddof=1)) if returns.size > 1 else float("nan"),
         return_min=float(returns.min()),
         return_max=float(returns.max()),
         success_rate=float(np.mean(returns >= SOLVED)),
@@ -181,11 +183,11 @@ def fetch_weights(client: MlflowClient, run_id: str, out_dir: Path) -> Path:
 def record_on_run(
     client: MlflowClient, run_id: str, summary: Summary, settings: EvaluateConfig, video: Path | None
 ) -> None:
-    """The figures as `final_eval_*` metrics (step 0), the settings behind them as tags and the video under
+    """The figures as `evaluate_*` metrics (step 0), the settings behind them as tags and the video under
     `videos/`; the run's status and end time stay as they were."""
     timestamp = int(time.time() * 1000)
     metrics = [Metric(key, value, timestamp, 0) for key, value in summary.metrics().items()]
-    tags = [RunTag("final_eval_seed", str(settings.seed)), RunTag("final_eval_time_limit", str(time_limit(settings)))]
+    tags = [RunTag("evaluate_seed", str(settings.seed)), RunTag("evaluate_time_limit", str(time_limit(settings)))]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     if video is not None:
         client.log_artifact(run_id, str(video), "videos")

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dqn.agent import compute_target_values, evaluate_episodes, select_action
+from dqn.agent import SOLVED, Episode, compute_target_values, evaluate_episodes, select_action
 from dqn.buffer import ExperienceBuffer, NStepTransitions
-from dqn.config import Device, TrainConfig
+from dqn.config import MAX_EVAL_EPISODES, Device, TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.schedules import make_schedule
@@ -31,6 +31,7 @@ from dqn.schedules import make_schedule
 LogFn = Callable[[dict[str, float], int], None]
 SaveFn = Callable[[dict[str, Any]], None]
 EVAL_SEED_OFFSET = 1_000_000  # evaluation starts never coincide with training starts
+FINAL_EVAL_SEED_OFFSET = EVAL_SEED_OFFSET + MAX_EVAL_EPISODES  # nor the final evaluation's with the selecting ones
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -82,7 +83,8 @@ def learn(
     """Train a Q-network on `cfg.env` until `total_steps` env steps or `max_time` seconds.
 
     Returns the network as trained to the end, or with `keep_best` the weights of the best
-    greedy evaluation (the last weights stay in the final checkpoint).
+    greedy evaluation (the last weights stay in the final checkpoint). Those delivered weights
+    then play `final_eval_episodes` fresh greedy episodes, logged as `final_eval_*` at the last step.
     `save` receives a checkpoint every `checkpoint_every` steps, at the end, and when
     `stop_requested()` turns true (then `Stopped` is raised); `resume` is such a checkpoint.
     """
@@ -115,6 +117,12 @@ def learn(
         if metrics["eval_return_mean"] >= best["score"]:  # ties go to the later, more trained weights
             best.update(score=metrics["eval_return_mean"], q=copy.deepcopy(q.network.state_dict()))
         log(metrics | {"best_eval_return_mean": best["score"]}, step)
+
+    def final_evaluation(step: int) -> None:
+        since = time.perf_counter()
+        episodes = evaluate_episodes(q, eval_env, cfg.final_eval_episodes, cfg.seed + FINAL_EVAL_SEED_OFFSET)
+        clock.exclude(since)
+        log(final_eval_metrics(episodes), step)
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -205,9 +213,25 @@ def learn(
         save(snapshot())
     if cfg.keep_best and best["q"] is not None:
         q.network.load_state_dict(best["q"])
+    if cfg.final_eval_episodes:
+        final_evaluation(step)
     env.close()
     eval_env.close()
     return q
+
+
+def final_eval_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """What the final evaluation logs. Its std is the sample std (NaN for one episode) and its
+    success rate the share of episodes with a return >= 200, as everywhere in the package."""
+    scores = np.array([e.score for e in episodes])
+    return {
+        "final_eval_return_mean": float(scores.mean()),
+        "final_eval_return_std": float(scores.std(ddof=1)) if scores.size > 1 else math.nan,
+        "final_eval_success_rate": float(np.mean(scores >= SOLVED)),
+        "final_eval_truncated_fraction": float(np.mean([e.truncated for e in episodes])),
+        "final_eval_length_mean": float(np.mean([e.length for e in episodes])),
+        "final_eval_episodes": float(len(episodes)),
+    }
 
 
 def build_estimator(cfg: TrainConfig, env) -> ActionValueEstimator:

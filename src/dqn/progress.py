@@ -32,6 +32,12 @@ class Progress:
         if "eval_return_mean" in metrics:
             self.fields["eval"] = f"{metrics['eval_return_mean']:.0f}"
             log.info("step %d: greedy evaluation mean %.1f", step, metrics["eval_return_mean"])
+        if "final_eval_return_mean" in metrics:
+            log.info(
+                "final evaluation of the delivered weights: mean %.1f over %d fresh episodes",
+                metrics["final_eval_return_mean"],
+                metrics["final_eval_episodes"],
+            )
         if self.bar is not None:
             self.bar.update(step - self.step)
             self.bar.set_postfix(self.fields, refresh=False)
