@@ -48,7 +48,8 @@ def test_training_records_a_complete_run(project, store):
     assert [s for s, _ in history("eval_return_mean")] == [1500, 3000]
     assert len(history("eval_return_std")) == 2 and history("steps_per_second")
     evals = [v for _, v in history("eval_return_mean")]
-    assert final == max(evals) == history("best_eval_return_mean")[-1][1]  # keep_best: the delivered weights' score
+    assert max(evals) == history("best_eval_return_mean")[-1][1]  # keep_best: the delivered weights' selection score
+    assert final == history("final_eval_return_mean")[-1][1]  # the sweep objective: their fresh, unbiased score
 
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "lunar-dqn.pth", "learning_curve.png"} <= artifacts

@@ -309,11 +309,17 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         for held in filter(None, locks):
             held.release()
 
-    delivered = "best_eval_return_mean" if settings.keep_best else "eval_return_mean"  # what lunar-dqn.pth scored
-    evals = recorder.history.get(delivered)
-    final = evals[-1][1] if evals else None
-    log.info("done: %s %s; outputs in %s", delivered, final, out_dir)
+    final = score(recorder.history, settings.keep_best)
+    log.info("done: score %s; outputs in %s", final, out_dir)
     return final
+
+
+def score(history: dict[str, list[tuple[int, float]]], keep_best: bool) -> float | None:
+    """What lunar-dqn.pth scored: its fresh final evaluation (unbiased), else the evaluation that chose it."""
+    for key in ("final_eval_return_mean", "best_eval_return_mean" if keep_best else "eval_return_mean"):
+        if history.get(key):
+            return history[key][-1][1]
+    return None
 
 
 def deliver(
@@ -351,7 +357,7 @@ def deliver(
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Train one agent as `cfg` says; return the evaluation mean of the weights it delivers (the sweep objective).
+    """Train one agent as `cfg` says; return the score of the weights it delivers (the sweep objective).
 
     Bad input exits 2 with one line and no run. A signal ends the run KILLED with one line saying how
     to resume it. In a multirun, a job that fails or is stopped is recorded as such and the sweep goes
