@@ -117,6 +117,26 @@ def test_cli_evaluates_a_checkpoint_and_prints_the_summary(tmp_path):
     assert not (tmp_path / "mlruns").exists()  # a checkpoint is evaluated without touching MLflow
 
 
+def test_help_lists_only_the_commands_own_keys(tmp_path):
+    done = cli(tmp_path, "--help")
+    assert done.returncode == 0 and "  video_episodes = 1\n      How many of the episodes to film" in done.stdout
+    assert "network" not in done.stdout and "Config groups" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["checkpoint=x.pth", "seed=-1"], "seed=-1 is invalid"),
+        (["checkpoint=x.pth", "env_id=Pendulum-v1"], "env_id=Pendulum-v1 is invalid: allowed an env with discrete"),
+        (["checkpoint=x.pth", "video_episodes=3", "episodes=2"], "video_episodes=3 is invalid: allowed an integer in"),
+    ],
+)
+def test_cli_refuses_bad_values_in_one_line(tmp_path, args, message):
+    done = cli(tmp_path, *args)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {done.stderr.strip()[7:]}"
+    assert message in done.stderr and "\n" not in done.stderr.strip()
+
+
 @pytest.mark.parametrize("args", [["episodes=2"], ["checkpoint=x.pth", "run_id=abc"]], ids=["neither", "both"])
 def test_cli_wants_exactly_one_of_run_id_and_checkpoint(tmp_path, args):
     done = cli(tmp_path, *args)
@@ -145,17 +165,23 @@ def test_evaluating_a_run_logs_evaluate_metrics_and_the_video(store, project, re
     client.set_terminated(run_id, "FINISHED")
     before = client.get_run(run_id).info
     settings = EvaluateConfig(
-        run_id=run_id, episodes=2, max_episode_steps=30, video=True, mlflow=TrackingConfig(tracking_uri=store)
+        run_id=run_id,
+        episodes=3,
+        max_episode_steps=30,
+        video=True,
+        video_episodes=2,
+        mlflow=TrackingConfig(tracking_uri=store),
     )
     summary = evaluate(settings, project / "out")
     after = client.get_run(run_id)
     assert {k: v for k, v in after.data.metrics.items() if k.startswith("evaluate_")} == pytest.approx(
         summary.metrics()
     )
-    assert after.data.metrics["evaluate_episodes"] == 2
+    assert after.data.metrics["evaluate_episodes"] == 3
     assert after.data.tags["evaluate_time_limit"] == "30"
     assert not any(k.startswith("final_eval_") for k in after.data.metrics)  # training's own, not this
-    assert [a.path for a in client.list_artifacts(run_id, "videos")] == ["videos/lunar-dqn.mp4"]
+    filmed = [a.path for a in client.list_artifacts(run_id, "videos")]
+    assert filmed == ["videos/lunar-dqn-seed0.mp4", "videos/lunar-dqn-seed1.mp4"]  # the first video_episodes
     assert (after.info.status, after.info.end_time) == (before.status, before.end_time)
 
 

@@ -65,6 +65,8 @@ def cli(cwd: Path, *args: str, env: dict | None = None, **kwargs) -> subprocess.
         (["batch_size=abc"], ["batch_size=abc", "could not be converted to Integer"]),
         (["network=nope"], ["network/nope", "mlp_small"]),
         (["batch_sise=3"], ["batch_sise", "not in 'TrainConfig'"]),
+        (["+lrr=1e-3"], ["error: lrr is not a config key"]),
+        (["+network.widht=3"], ["error: network.widht is not a config key"]),
     ],
 )
 def test_composition_errors_name_the_key_without_a_traceback(project, store, args, fragments):

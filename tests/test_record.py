@@ -266,6 +266,7 @@ def interrupt(job: subprocess.Popen, folder: Path) -> str:
     job.send_signal(signal.SIGINT)
     code, err = finish(job)
     assert code == 130 and "continue it with: python -m dqn.train resume=" in err, err[-3000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped at step ")
     return err
 
 

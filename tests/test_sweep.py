@@ -76,6 +76,24 @@ def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, sto
     assert "| batch_size=128 " in report and "| batch_size=64 " in report
 
 
+def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, store):
+    done = sweep(project, "seed=0,1", "batch_size=64,128", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (parent,), children = split(runs_of(store))
+    tail = done.stdout[done.stdout.rindex(f"Sweep {parent.data.tags['sweep_id']}: ") :]
+    assert "| batch_size=64 " in tail and "Verdict: " in tail
+    assert f"Sweep run {parent.info.run_id}: view at http://127.0.0.1:5000/#/experiments/" in tail
+    assert all(f"[job {n}] run " in done.stdout for n in range(4))  # parallel jobs' lines say whose they are
+    assert sorted(c.info.run_name for c in children) == [f"batch_size={b} seed={s}" for b in (128, 64) for s in (0, 1)]
+    client = MlflowClient(store)
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
+    assert "Verdict:" in parent.data.tags["mlflow.note.content"]
+    assert parent.data.metrics["best_group_n_seeds"] == 2 and "best_group_iqm" in parent.data.metrics
+    page = Path(client.download_artifacts(parent.info.run_id, "report.html", str(project / "dl"))).read_text()
+    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+
+
 def test_four_parallel_jobs_on_the_embedded_sqlite_store_lose_nothing(project, store):
     done = sweep(project, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -115,6 +115,9 @@ def test_cli_trains_and_refuses_bad_input(tmp_path):
         timeout=300,
     )
     assert ok.returncode == 0, ok.stderr
+    assert (
+        "step 600/600 (100%)" in ok.stdout and "env steps/s" in ok.stdout
+    )  # piped: a status line, at least at the end
     store = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     assert [r.info.status for r in runs_of(store)] == ["FINISHED"]
     assert list((tmp_path / "runs").glob("*/*/lunar-dqn.pth"))
@@ -142,3 +145,13 @@ def test_final_model_is_logged_loadable_and_registered_on_request(project, store
     finally:
         mlflow.set_tracking_uri(None)
     assert np.asarray(q_values).shape == (3, 4)
+
+
+def test_help_gives_every_key_with_its_default_and_meaning(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "dqn.train", "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0
+    assert "network: mlp, mlp_medium, mlp_small" in done.stdout
+    assert "  batch_size = 128\n      Transitions per gradient step." in done.stdout
+    assert "  schedule.kind = linear (constant | linear | exponential)" in done.stdout

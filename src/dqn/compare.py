@@ -8,14 +8,17 @@ report.md, curves.png and finals.png, and logs the four to the sweep's parent ru
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
+import html
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Run
+from mlflow.entities import Metric, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from dqn import tracking
@@ -179,9 +182,59 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
             xlabel=score_label(seeds),
         ),
     ]
+    files.append(write_html(report, files, out_dir / "report.html"))
     for path in files:
         client.log_artifact(parent_run_id, str(path))
+    summarise_on_parent(client, report)
     return replace(report, files=files)
+
+
+def summarise_on_parent(client: MlflowClient, report: Report) -> None:
+    """The parent run's description (what the UI shows on its page) and summary metrics: the answer at a glance."""
+    best = report.verdict.best
+    note = [f"**{headline(report)}**", report.score, f"**Verdict:** {report.verdict.headline}"]
+    note += [f"- {line}" for line in report.verdict.details]
+    note.append("Full report: the `report.html` artifact.")
+    client.set_tag(report.parent_run_id, "mlflow.note.content", "\n\n".join(part for part in note if part))
+    if best is None or best.iqm is None:
+        return
+    solved, n = (int(part) for part in best.seeds_solved.split("/")) if best.seeds_solved else (0, 0)
+    metrics = {"best_group_iqm": best.iqm, "best_group_mean": best.mean, "best_group_n_seeds": best.n_seeds}
+    if n:
+        metrics["best_group_solved_fraction"] = solved / n
+    timestamp = int(time.time() * 1000)
+    client.log_batch(
+        report.parent_run_id,
+        metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items() if value is not None],
+        tags=[RunTag("best_group", best.group)],
+    )
+
+
+def write_html(report: Report, files: list[Path], path: Path) -> Path:
+    """The report as one self-contained page (figures inlined), which MLflow's artifact viewer renders."""
+    images = "".join(
+        f'<figure><img style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(figure.read_bytes()).decode()}"><figcaption>{figure.name}</figcaption></figure>'
+        for figure in files
+        if figure.suffix == ".png"
+    )
+    header = "".join(f"<th>{html.escape(key)}</th>" for key in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(key, getattr(row, key), row))}</td>" for key in COLUMNS) + "</tr>"
+        for row in report.rows
+    )
+    details = "".join(f"<li>{html.escape(line)}</li>" for line in report.verdict.details)
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Sweep {html.escape(report.sweep_id)}</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+        f"<h1>Sweep {html.escape(report.sweep_id)}</h1><p>{html.escape(headline(report))}</p>"
+        f"<p>{html.escape(report.score)}</p><p>{html.escape(LEGEND)}</p>"
+        f"<table><tr>{header}</tr>{body}</table>"
+        f"<p><b>Verdict:</b> {html.escape(report.verdict.headline)}</p><ul>{details}</ul>{images}</body></html>"
+    )
+    return path
 
 
 def seed_run(client: MlflowClient, run: Run) -> SeedRun:

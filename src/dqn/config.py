@@ -8,7 +8,12 @@ wrong type fails at composition, and `validate` rejects values no type can catch
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import inspect
 import math
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -59,13 +64,15 @@ class EnvConfig:
 @dataclass
 class NetworkConfig:
     hidden_sizes: list[int] = field(default_factory=lambda: [128, 128])
+    """Units of each hidden layer, input side first."""
     activation: Activation = Activation.relu
+    """Non-linearity after each hidden layer."""
     dueling: bool = False
     """Split the head into a state value and action advantages (Dueling DQN)."""
     layer_norm: bool = True
-    """Normalise each hidden layer's pre-activations (LayerNorm, with a learnt gain and shift). It keeps
-    the Q-network's features on one scale while its targets move; on LunarLander at 100k steps it
-    took the delivered policy from 6 to 10 of 10 seeds >= 200 (README, round 5)."""
+    """Normalise each hidden layer's pre-activations (LayerNorm, with a learnt gain and shift), before the
+    activation. It keeps the Q-network's features on one scale while its targets move, which is where a
+    plain MLP's Q-learning stalls or swings (docs/tuning.md has the evidence)."""
 
 
 @dataclass
@@ -79,8 +86,11 @@ class ScheduleConfig:
     """Exploration rate epsilon as a function of the env step."""
 
     kind: ScheduleKind = ScheduleKind.linear
+    """How epsilon moves from start to end (constant stays at start)."""
     start: float = 1.0
+    """Epsilon at step 0."""
     end: float = 0.05
+    """Epsilon the decay approaches."""
     decay_steps: int = 12_000
     """linear: steps from start to end; exponential: steps for (epsilon - end) to halve."""
 
@@ -110,13 +120,16 @@ class TrainConfig:
     seed: int = 0
     """Seeds Python, numpy, torch, the env and its action space."""
     batch_size: int = 128
+    """Transitions per gradient step."""
     lr: float = 1e-3
+    """Adam's learning rate."""
     adam_eps: float = 1e-8
     """Adam's epsilon. Rainbow raises it to 1.5e-4 to damp the steps of weights whose gradients are
-    rarely non-zero; on LunarLander at 100k steps that hurt (README, round 3)."""
+    rarely non-zero; on LunarLander at 100k steps that hurt (docs/tuning.md)."""
     lr_anneal: bool = False
     """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
+    """Discount factor."""
     total_steps: int | None = 100_000
     """Env-step budget; null trains until max_time."""
     max_time: float | None = None
@@ -132,9 +145,10 @@ class TrainConfig:
     tau: float = 1.0
     """Target update coefficient: 1 copies the online weights, < 1 moves toward them (Polyak averaging)."""
     max_grad_norm: float | None = None
-    """Gradient-norm clip; null disables clipping. With layer_norm the clip (at 10, as SB3's) slowed
-    learning and cost ~14% of an update (README, round 5)."""
+    """Gradient-norm clip; null disables clipping. With layer_norm, the clip (at 10, as SB3's) slowed
+    learning (docs/tuning.md)."""
     loss: Loss = Loss.huber
+    """TD loss: Huber is less sensitive than squared error to rare large TD errors."""
     n_step: int = 3
     """Steps of real reward before bootstrapping (n-step Q-learning targets); 1 is the classic DQN target."""
     double_q: bool = True
@@ -151,6 +165,7 @@ class TrainConfig:
     keep_best: bool = True
     """Deliver the weights of the best greedy evaluation, not the last ones (as RL-Zoo's best_model)."""
     device: Device = Device.cpu
+    """Where the networks run; auto takes CUDA when torch sees a GPU."""
     torch_threads: int = 1
     """Intra-op threads; 1 lets parallel sweep jobs share the cores without fighting."""
     checkpoint_every: int = 25_000
@@ -171,6 +186,19 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         shown = "null" if value is None else value.value if isinstance(value, Enum) else value
         raise ConfigError(f"{key}={shown} is invalid: allowed {allowed}")
+
+
+def unknown_keys(tree: Mapping[str, Any], schema: type = TrainConfig, prefix: str = "") -> list[str]:
+    """Dotted keys in `tree` that `schema` does not declare. Hydra lets `+key=value` add any key even to a
+    typed config, so a misspelt `+lrr=1e-3` would otherwise train with the default lr."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for key, value in tree.items():
+        if key not in hints:
+            found.append(f"{prefix}{key}")
+        elif dataclasses.is_dataclass(hints[key]) and isinstance(value, Mapping):
+            found += unknown_keys(value, hints[key], f"{prefix}{key}.")
+    return found
 
 
 SEED_LIMIT = 2**32  # numpy's legacy seeding, which `seed_everything` also sets, takes seeds below this
@@ -310,6 +338,42 @@ def _validate_device(device: Device) -> None:
 
     if device is Device.cuda and not torch.cuda.is_available():
         _check(False, "device", "cuda", "cpu or auto here: no CUDA GPU is visible to torch")
+
+
+def as_typed(value: Any) -> str:
+    """A default as it is written on the command line: null, true, relu."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return value.value if isinstance(value, Enum) else str(value)
+
+
+def field_docs(schema: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (Python keeps none for attributes, so read the source)."""
+    body = ast.parse(inspect.getsource(schema)).body[0].body
+    docs = {}
+    for field_, after in zip(body, body[1:], strict=False):
+        documented = isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant)
+        if isinstance(field_, ast.AnnAssign) and isinstance(field_.target, ast.Name) and documented:
+            docs[field_.target.id] = " ".join(str(after.value.value).split())
+    return docs
+
+
+def describe(schema: type, prefix: str = "") -> list[str]:
+    """`key = default  meaning` for every key of `schema`, nested groups flattened: the --help text."""
+    lines = []
+    hints, docs = typing.get_type_hints(schema), field_docs(schema)
+    for item in dataclasses.fields(schema):
+        kind = hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            lines += describe(kind, f"{prefix}{item.name}.")
+            continue
+        default = item.default_factory() if item.default is dataclasses.MISSING else item.default
+        shown = as_typed(default)
+        choices = f" ({' | '.join(m.value for m in kind)})" if isinstance(kind, type) and issubclass(kind, Enum) else ""
+        lines.append(
+            f"  {prefix}{item.name} = {shown}{choices}" + (f"\n      {docs[item.name]}" if item.name in docs else "")
+        )
+    return lines
 
 
 def register_configs() -> None:

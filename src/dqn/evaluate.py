@@ -30,13 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from dqn import agent, tracking
 from dqn.agent import SOLVED, Episode, evaluate_episodes
-from dqn.config import SEED_LIMIT
+from dqn.config import SEED_LIMIT, describe
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.video import record_episode
 
 WEIGHTS = "lunar-dqn.pth"
-VIDEO = "lunar-dqn.mp4"
+VIDEO = "lunar-dqn-seed{seed}.mp4"
 LANDED_REWARD = 100.0
 """LunarLander's last reward when the lander comes to rest; a crash or flying off gives -100."""
 
@@ -59,11 +59,15 @@ class EvaluateConfig:
     episodes: int = 100
     """Greedy episodes, with start seeds seed, seed+1, ..."""
     seed: int = 0
+    """Start seed of the first episode."""
     video: bool = False
-    """Also film the episode with start seed `seed` to <output dir>/lunar-dqn.mp4."""
+    """Also film the first `video_episodes` episodes to <output dir>/lunar-dqn-seed<start seed>.mp4."""
+    video_episodes: int = 1
+    """How many of the episodes to film when video=true (start seeds seed, seed+1, ...)."""
     max_episode_steps: int | None = None
     """Time limit; null keeps the env's own (1000 for LunarLander)."""
     env_id: str = "LunarLander-v3"
+    """Gymnasium environment id (discrete actions)."""
     min_return_mean: float | None = None
     """Exit 1 when the mean return is below this (`make trained` asks 250 of the shipped model)."""
     mlflow: TrackingConfig = field(default_factory=TrackingConfig)
@@ -181,7 +185,7 @@ def fetch_weights(client: MlflowClient, run_id: str, out_dir: Path) -> Path:
 
 
 def record_on_run(
-    client: MlflowClient, run_id: str, summary: Summary, settings: EvaluateConfig, video: Path | None
+    client: MlflowClient, run_id: str, summary: Summary, settings: EvaluateConfig, videos: list[Path]
 ) -> None:
     """The figures as `evaluate_*` metrics (step 0), the settings behind them as tags and the video under
     `videos/`; the run's status and end time stay as they were."""
@@ -189,7 +193,7 @@ def record_on_run(
     metrics = [Metric(key, value, timestamp, 0) for key, value in summary.metrics().items()]
     tags = [RunTag("evaluate_seed", str(settings.seed)), RunTag("evaluate_time_limit", str(time_limit(settings)))]
     client.log_batch(run_id, metrics=metrics, tags=tags)
-    if video is not None:
+    for video in videos:
         client.log_artifact(run_id, str(video), "videos")
 
 
@@ -198,12 +202,15 @@ def time_limit(settings: EvaluateConfig) -> int | None:
     return settings.max_episode_steps or gymnasium.spec(settings.env_id).max_episode_steps
 
 
-def film(estimator: ActionValueEstimator, settings: EvaluateConfig, out_dir: Path) -> Path:
-    """Record the episode with start seed `seed` to <out_dir>/lunar-dqn.mp4 and say how it went."""
-    path = out_dir / VIDEO
-    episode, frames = record_episode(estimator, settings.env_id, settings.seed, path, settings.max_episode_steps)
-    print(f"video: {path} (seed {settings.seed}: {outcome(episode)}, return {episode.score:.2f}, {frames} frames)")
-    return path
+def film(estimator: ActionValueEstimator, settings: EvaluateConfig, out_dir: Path) -> list[Path]:
+    """Record the first `video_episodes` episodes, one MP4 each, and say where and how each went."""
+    paths = []
+    for seed in range(settings.seed, settings.seed + settings.video_episodes):
+        path = out_dir / VIDEO.format(seed=seed)
+        episode, frames = record_episode(estimator, settings.env_id, seed, path, settings.max_episode_steps)
+        print(f"video: {path} (seed {seed}: {outcome(episode)}, return {episode.score:.2f}, {frames} frames)")
+        paths.append(path)
+    return paths
 
 
 def check(settings: EvaluateConfig) -> None:
@@ -213,6 +220,10 @@ def check(settings: EvaluateConfig) -> None:
         raise EvaluationError(f"give exactly one of run_id=<MLflow run id> or checkpoint=<weights file> (got {got})")
     if settings.episodes < 1:
         raise EvaluationError(f"episodes={settings.episodes} is invalid: allowed an integer >= 1")
+    if not 1 <= settings.video_episodes <= settings.episodes:
+        raise EvaluationError(
+            f"video_episodes={settings.video_episodes} is invalid: allowed an integer in [1, {settings.episodes}]"
+        )
     if settings.max_episode_steps is not None and settings.max_episode_steps < 1:
         raise EvaluationError(
             f"max_episode_steps={settings.max_episode_steps} is invalid: allowed an integer >= 1 or null"
@@ -242,9 +253,11 @@ def evaluate(settings: EvaluateConfig, out_dir: Path) -> Summary:
     summary = summarize(episodes)
     source = f"run {settings.run_id}" if client else str(weights)
     print(report(summary, f"{settings.env_id} from {source}, start seeds {settings.seed}+", time_limit(settings)))
-    video = film(estimator, settings, out_dir) if settings.video else None
+    videos = film(estimator, settings, out_dir) if settings.video else []
     if client:
-        record_on_run(client, settings.run_id, summary, settings, video)
+        record_on_run(client, settings.run_id, summary, settings, videos)
+        print(f"logged evaluate_* metrics{' and videos/' if videos else ''} to run {settings.run_id}")
+    print(f"outputs in {out_dir}")
     return summary
 
 
@@ -254,6 +267,17 @@ def register_configs() -> None:
 
 
 register_configs()
+HELP = """python -m dqn.evaluate: score trained weights over many greedy episodes, optionally film them.
+
+  python -m dqn.evaluate checkpoint=trained/lunar-dqn.pth episodes=100
+  python -m dqn.evaluate run_id=<run id> video=true video_episodes=3   # logs evaluate_* and videos/ to the run
+
+Keys (key = default, then what it means):
+{keys}
+"""
+OmegaConf.register_new_resolver(
+    "dqn.help", lambda: HELP.format(keys="\n".join(describe(EvaluateConfig)).replace("$", "$$")), replace=True
+)
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="evaluate")

@@ -130,9 +130,12 @@ class MlflowSweepCallback(Callback):
         if self.parent_id is None:
             return
         try:
-            from dqn.compare import write_report
+            from dqn.compare import render, write_report
 
-            write_report(self.client, self.parent_id, self.sweep_dir)
+            report = write_report(self.client, self.parent_id, self.sweep_dir)
+            parent = self.client.get_run(self.parent_id)
+            address = tracking.ui_address(self.client.tracking_uri, parent.info.experiment_id, self.parent_id)
+            print(f"\n{render(report)}\nSweep run {self.parent_id}: {address}", flush=True)
         except Exception as error:  # a report problem must not leave the parent RUNNING
             log.warning("sweep report failed: %s", error)
             self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])

@@ -116,6 +116,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+DATABASES = ("postgresql", "mysql", "mssql")
+
+
+def check_database(uri: str, timeout: int = 5) -> None:
+    """Fail in seconds with one line when a database URI cannot be connected: MLflow itself retries for
+    about two minutes, printing every attempt."""
+    if not uri.startswith(DATABASES):
+        return
+    import sqlalchemy  # MLflow's own dependency; only database URIs need it here
+
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(uri, connect_args={"connect_timeout": timeout})
+        with engine.connect():
+            pass
+    except Exception as error:  # a missing driver, a refused connection, bad credentials: all one line
+        raise TrackingUnavailable(
+            f"tracking store {uri!r} cannot be used: {type(error).__name__}: {first_line(error)}"
+        ) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 def sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
@@ -138,16 +162,31 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
 
 
+UI_KIND = ("mlflow.experimentKind", "custom_model_development")
+"""The experiment tag MLflow's UI reads to open on the runs table instead of its GenAI overview."""
+
+
+def ui_address(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Where the MLflow UI shows the run (or the experiment): the server itself, or `make ui` for the
+    embedded store."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    if uri.startswith(("http://", "https://")):
+        return f"view at {uri.rstrip('/')}/{page}"
+    return f"view at http://127.0.0.1:5000/{page} after `make ui`"
+
+
 def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
     """A client for `uri` and the id of `experiment` in it (created if needed), or one line saying why not."""
     check_reachable(uri)
+    check_database(uri)
     path = sqlite_path(uri)
     artifacts = (path.parent / "artifacts").as_uri() if path is not None else None  # beside the database
     with store_lock(uri):
         try:
             client = MlflowClient(tracking_uri=uri)
             experiment_id = get_or_create_experiment(client, experiment, artifacts)
-            client.get_experiment(experiment_id)
+            if client.get_experiment(experiment_id).tags.get(UI_KIND[0]) != UI_KIND[1]:
+                client.set_experiment_tag(experiment_id, *UI_KIND)
         except Exception as error:  # a bad URI fails in MLflow, SQLAlchemy, a driver or the OS: all one line
             raise TrackingUnavailable(
                 f"tracking store {uri!r} with experiment {experiment[:60]!r} cannot be used: "

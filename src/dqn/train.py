@@ -30,17 +30,33 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dqn import models, tracking
-from dqn.config import ConfigError, TrainConfig, register_configs, validate
+from dqn.config import ConfigError, TrainConfig, describe, register_configs, unknown_keys, validate
 from dqn.learn import CheckpointMismatch, check_checkpoint, learn
 from dqn.plots import learning_curve
 from dqn.progress import Progress
-from dqn.sweep import config_overrides, group_name, read_sweep, sweep_stopping
+from dqn.sweep import group_name, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 register_configs()
 # A short random token in every output folder's name: two runs started in the same second must not
 # share a folder. Cached on the config, so a sweep's jobs (and a requeued job) see the launcher's value.
 OmegaConf.register_new_resolver("dqn.uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
+HELP = """python -m dqn.train: train one DQN agent on LunarLander, tracked in MLflow.
+
+  python -m dqn.train [key=value ...] [group=option ...]     one run
+  python -m dqn.train -m batch_size=64,128 seed='range(5)'   a sweep: one job per combination
+  python -m dqn.train resume=<run id> [key=value ...]        continue a stopped run
+
+Config groups (group=option):
+$APP_CONFIG_GROUPS
+Keys (key = default, then what it means):
+{keys}
+
+Python's and Hydra's flags: --cfg job (print the composed config), --info, --hydra-help.
+"""
+OmegaConf.register_new_resolver(
+    "dqn.help", lambda: HELP.format(keys="\n".join(describe(TrainConfig)).replace("$", "$$")), replace=True
+)
 CHECKPOINT = "checkpoint.pt"
 RUN_RECORD = "run.json"
 # What a run's saved config.yaml meant where it predates a key whose default has since changed.
@@ -68,12 +84,10 @@ class Interrupted(KeyboardInterrupt):
 USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, tracking.TrackingUnavailable)
 
 
-def run_name(overrides: list[str], seed: int) -> str:
-    """A readable name from what the command line changed, e.g. `batch_size=256,lr=0.0005,seed=3`."""
-    parts = config_overrides(overrides)
-    if not any(p.startswith("seed=") for p in parts):
-        parts.append(f"seed={seed}")
-    return ",".join(parts)[:250]
+def run_name(group: str, seed: int) -> str:
+    """Short and distinguishing in the UI's runs table: the group first, then the seed,
+    e.g. `batch_size=256,lr=0.0005 seed=3`."""
+    return f"{group[:230]} seed={seed}"
 
 
 @contextmanager
@@ -263,9 +277,10 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
             "sweep_id": sweep["sweep_id"],
             "group": group_name(overrides, sweep["swept"]),
         }
-    run = client.create_run(experiment_id, run_name=run_name(overrides, settings.seed), tags=tags)
+    run = client.create_run(experiment_id, run_name=run_name(tags["group"], settings.seed), tags=tags)
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
-    log.info("run %s (%s) tracked at %s", run.info.run_id, run.info.run_name, uri)
+    address = tracking.ui_address(uri, experiment_id, run.info.run_id)
+    log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, uri, address)
     return tracking.Recorder(client, run.info.run_id, out_dir), cfg, None, None
 
 
@@ -274,6 +289,11 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
 
     Stop signals are caught from before the run exists, so no signal can leave it RUNNING.
     """
+    unknown = unknown_keys(OmegaConf.to_container(cfg))
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a config key: allowed the keys `python -m dqn.train --help` lists (no `+` needed)"
+        )
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)
     out_dir = Path(hydra_cfg.runtime.output_dir)
@@ -335,7 +355,9 @@ def deliver(
         temporary.replace(out_dir / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint whole
         recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
 
-    progress = Progress(settings.total_steps)
+    start = checkpoint["step"] if checkpoint else 0  # a resumed run continues its counts
+    episodes = sum(step <= start for step, _ in recorder.history.get("episode_return", []))
+    progress = Progress(settings.total_steps, start, episodes)
 
     def record(metrics: dict[str, float], step: int) -> None:
         recorder.log(metrics, step)
@@ -356,6 +378,32 @@ def deliver(
         log.info("model logged as %s", uri)
 
 
+class JobLabel(logging.Filter):
+    """Prefix this job's log lines with its number: parallel jobs share one console."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__()
+        self.prefix = f"[job {number}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            record.msg = f"{self.prefix}{record.msg}"
+        return True
+
+
+@contextmanager
+def labelled(hydra_cfg: Any) -> Iterator[None]:
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    label = JobLabel(hydra_cfg.job.num)
+    log.addFilter(label)
+    try:
+        yield
+    finally:
+        log.removeFilter(label)  # a joblib worker runs other jobs after this one
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train one agent as `cfg` says; return the score of the weights it delivers (the sweep objective).
 
@@ -365,7 +413,8 @@ def train(cfg: DictConfig) -> float | None:
     """
     hydra_cfg = HydraConfig.get()
     try:
-        return run_job(cfg, hydra_cfg)
+        with labelled(hydra_cfg):
+            return run_job(cfg, hydra_cfg)
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
