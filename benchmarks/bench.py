@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from dqn.agent import evaluate_episodes
 from dqn.config import TrainConfig, validate
 from dqn.environment import make_env
 from dqn.learn import EVAL_SEED_OFFSET, learn
+from dqn.policy import evaluate_episodes
 
 SOLVED = 200.0
 FINAL_SEED = 2_000_000  # final evaluation starts differ from the in-training ones

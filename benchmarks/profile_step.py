@@ -19,11 +19,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dqn.agent import compute_target_values
 from dqn.buffer import ExperienceBuffer, NStepTransitions
 from dqn.config import TrainConfig
 from dqn.environment import make_env
-from dqn.learn import build_estimator, learn
+from dqn.estimator import compute_target_values
+from dqn.learn import learn
+from dqn.state import build_estimator
 
 
 def microseconds(fn: Callable[[], object], repeat: int) -> float:

@@ -18,7 +18,6 @@ from gymnasium.envs.box2d.lunar_lander import heuristic
 from mlflow import MlflowClient
 
 from dqn import tracking
-from dqn.agent import evaluate_episodes
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.evaluate import (
@@ -33,6 +32,7 @@ from dqn.evaluate import (
     summarize,
 )
 from dqn.models import log_model
+from dqn.policy import evaluate_episodes
 from dqn.video import record_episode
 
 NOOP, MAIN_ENGINE = 0, 2

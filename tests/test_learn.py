@@ -9,10 +9,13 @@ import pytest
 import torch
 
 from dqn import learn as learn_module
-from dqn.agent import evaluate_episodes
+from dqn import state as state_module
 from dqn.config import TrainConfig
 from dqn.environment import make_env
-from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, CheckpointMismatch, NonFiniteLoss, Stopped, learn
+from dqn.estimator import ActionValueEstimator
+from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, NonFiniteLoss, Stopped, learn
+from dqn.policy import evaluate_episodes
+from dqn.state import CheckpointMismatch
 
 
 def tiny(**changes) -> TrainConfig:
@@ -85,11 +88,13 @@ def test_resume_refuses_another_normalisation_and_reads_old_checkpoints_as_unnor
     learn(plain, save=saved.append)
     with pytest.raises(CheckpointMismatch, match="network.layer_norm=False"):
         learn(normalised, resume=saved[-1])
-    del saved[-1]["shapes"]["network.layer_norm"]  # as written before the option existed
+    del saved[-1]["shapes"]["network.layer_norm"], saved[-1]["format_version"]  # as written before the option
     with pytest.raises(CheckpointMismatch, match="network.layer_norm=False"):  # not torch's missing-key error
         learn(normalised, resume=saved[-1])
     plain.total_steps = 600
-    assert learn(plain, resume=saved[-1]) is not None
+    history, log = recording()
+    learn(plain, log, resume=saved[-1])
+    assert history["episode_return"] and all(400 < step <= 600 for step, _ in history["episode_return"])
 
 
 def test_diverging_loss_stops_training_with_the_step():
@@ -97,21 +102,16 @@ def test_diverging_loss_stops_training_with_the_step():
         learn(tiny(lr=1e35, max_grad_norm=None, total_steps=1500))
 
 
-def test_lr_anneal_reaches_zero_at_the_budget():
-    from dqn import learn as learn_module
-
+def test_lr_anneal_reaches_zero_at_the_budget(monkeypatch):
     seen = []
-    original = learn_module.ActionValueEstimator.set_learning_rate
+    original = ActionValueEstimator.set_learning_rate
 
     def spy(self, lr):
         seen.append(lr)
         original(self, lr)
 
-    learn_module.ActionValueEstimator.set_learning_rate = spy
-    try:
-        learn(tiny(lr_anneal=True, lr=1e-3, total_steps=1000, eval_episodes=0, train_freq=4))
-    finally:
-        learn_module.ActionValueEstimator.set_learning_rate = original
+    monkeypatch.setattr(ActionValueEstimator, "set_learning_rate", spy)
+    learn(tiny(lr_anneal=True, lr=1e-3, total_steps=1000, eval_episodes=0, train_freq=4))
     assert seen[0] == pytest.approx(1e-3 * (1 - 304 / 1000))  # first update: step 304 (learning_starts 300, freq 4)
     assert seen[-1] == pytest.approx(0.0) and seen == sorted(seen, reverse=True)
 
@@ -131,7 +131,7 @@ def test_keep_best_delivers_the_weights_of_the_best_evaluation():
 def test_checkpoints_from_before_keep_best_still_resume():
     saved = []
     learn(tiny(total_steps=600), save=saved.append)
-    old = {key: value for key, value in saved[-1].items() if key != "best"}
+    old = {key: value for key, value in saved[-1].items() if key not in ("best", "format_version")}
     history, log = recording()
     learn(tiny(total_steps=1200, eval_every=1200), log, resume=old)
     assert history["best_eval_return_mean"] == history["eval_return_mean"]  # the first evaluation after resume
@@ -156,7 +156,8 @@ def test_final_evaluation_starts_are_disjoint_from_every_other_start(monkeypatch
         made.append([])
         return ResetSeeds(make_env(*args, **kwargs), made[-1])
 
-    monkeypatch.setattr(learn_module, "make_env", recorded_env)
+    monkeypatch.setattr(state_module, "make_env", recorded_env)  # the training env
+    monkeypatch.setattr(learn_module, "make_env", recorded_env)  # the evaluation env
     cuts = {}  # how many evaluation resets had happened when each kind of evaluation was logged
 
     def log(metrics, step):

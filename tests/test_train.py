@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from dqn.buffer import ExperienceBuffer
 from dqn.train import train
 from tests.conftest import TINY, compose_config, runs_of
 
@@ -74,22 +75,17 @@ def test_same_seed_same_numbers_other_seed_other_numbers(project, store):
     assert losses[0] == losses[1]
 
 
-def test_truncation_bootstraps_but_termination_does_not(project, store):
+def test_truncation_bootstraps_but_termination_does_not(project, store, monkeypatch):
     """With a 20-step cap every training episode is truncated; none may be stored as done."""
-    from dqn import learn as learn_module
-
     stored = []
-    original = learn_module.ExperienceBuffer.append
+    original = ExperienceBuffer.append
 
     def spy(self, observation, action, reward, next_observation, done):
         stored.append(done)
         original(self, observation, action, reward, next_observation, done)
 
-    learn_module.ExperienceBuffer.append = spy
-    try:
-        train_tiny(project, "env.max_episode_steps=20", "total_steps=400", "learning_starts=100", "n_step=1")
-    finally:
-        learn_module.ExperienceBuffer.append = original
+    monkeypatch.setattr(ExperienceBuffer, "append", spy)
+    train_tiny(project, "env.max_episode_steps=20", "total_steps=400", "learning_starts=100", "n_step=1")
     assert len(stored) == 400
     lengths = MlflowClient(store).get_metric_history(runs_of(store)[0].info.run_id, "episode_length")
     truncated_episodes = sum(m.value == 20 for m in lengths)

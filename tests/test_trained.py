@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 
 from dqn import ActionValueEstimator
-from dqn.agent import evaluate_episodes
 from dqn.environment import make_env
+from dqn.policy import evaluate_episodes
 
 TRAINED = Path(__file__).resolve().parents[1] / "trained"
 

@@ -1,4 +1,4 @@
-"""The action-value network Q(s, .) and the one gradient step that fits it."""
+"""The action-value network Q(s, .), the Q-learning targets it is fitted to, and the gradient step that fits it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,18 @@ NUMPY_ACTIVATIONS = {
     nn.Tanh: np.tanh,
     nn.ELU: lambda x: np.where(x > 0, x, np.expm1(x)),
 }
-DEFAULT_HIDDEN_SIZES = (256, 256)
+EXERCISE_LAYOUT = {
+    "hidden_sizes": (256, 256),
+    "activation": "relu",
+    "dueling": False,
+    "layer_norm": False,
+    "lr": 6.3e-4,
+    "adam_eps": 1e-8,
+    "loss": "huber",
+    "max_grad_norm": 10.0,
+}
+"""What `ActionValueEstimator(env)` builds: the exercise's plain network and optimizer. Training builds
+the one its config describes (`dqn.state.build_estimator`)."""
 
 
 class DuelingHead(nn.Module):
@@ -76,20 +87,20 @@ class ActionValueEstimator:
     `predict` and `train` take and return numpy (one observation or a batch), the
     vocabulary of the exercise; torch stays inside. On CPU the conversions are
     zero-copy views, so the training loop pays nothing for them. The constructor's defaults
-    are the exercise's plain network; `learn` passes the config's (LayerNorm, no clip).
+    are EXERCISE_LAYOUT; training passes its config's.
     """
 
     def __init__(
         self,
         env: gymnasium.Env,
-        hidden_sizes: Sequence[int] = DEFAULT_HIDDEN_SIZES,
-        activation: str = "relu",
-        dueling: bool = False,
-        layer_norm: bool = False,
-        lr: float = 6.3e-4,
-        adam_eps: float = 1e-8,
-        loss: str = "huber",
-        max_grad_norm: float | None = 10.0,
+        hidden_sizes: Sequence[int] = EXERCISE_LAYOUT["hidden_sizes"],
+        activation: str = EXERCISE_LAYOUT["activation"],
+        dueling: bool = EXERCISE_LAYOUT["dueling"],
+        layer_norm: bool = EXERCISE_LAYOUT["layer_norm"],
+        lr: float = EXERCISE_LAYOUT["lr"],
+        adam_eps: float = EXERCISE_LAYOUT["adam_eps"],
+        loss: str = EXERCISE_LAYOUT["loss"],
+        max_grad_norm: float | None = EXERCISE_LAYOUT["max_grad_norm"],
         device: str = "cpu",
     ) -> None:
         self.n_inputs = int(np.prod(env.observation_space.shape))
@@ -183,6 +194,7 @@ class ActionValueEstimator:
         """Weights plus the architecture, so a default-constructed estimator can load them."""
         torch.save(
             {
+                "format_version": 2,
                 "state_dict": self.network.state_dict(),
                 "hidden_sizes": self.hidden_sizes,
                 "activation": self.activation,
@@ -194,14 +206,34 @@ class ActionValueEstimator:
 
     def load_weights(self, path: str | Path) -> None:
         """Load weights saved by `save_weights`, rebuilding the network if its shape differs."""
-        saved = torch.load(path, map_location=self.device, weights_only=True)
-        # Files saved before the dueling and layer_norm options existed have neither.
-        architecture = (
-            list(saved["hidden_sizes"]),
-            saved["activation"],
-            saved.get("dueling", False),
-            saved.get("layer_norm", False),
-        )
+        from dqn.state import migrate  # state builds estimators: importing it at the top would be circular
+
+        saved = migrate(torch.load(path, map_location=self.device, weights_only=True))
+        architecture = (list(saved["hidden_sizes"]), saved["activation"], saved["dueling"], saved["layer_norm"])
         if architecture != (self.hidden_sizes, self.activation, self.dueling, self.layer_norm):
             self._build(*architecture)
         self.network.load_state_dict(saved["state_dict"])
+
+
+def compute_target_values(
+    estimator: ActionValueEstimator,
+    rewards: np.ndarray,
+    next_observations: np.ndarray,
+    dones: np.ndarray,
+    gamma: float,
+    online: ActionValueEstimator | None = None,
+) -> np.ndarray:
+    """Q-learning targets r + gamma * max_a Q(s', a) * (1 - done), shape (B, 1).
+
+    `estimator` rates the next state (pass the target network). With `online` given,
+    the online network picks the next action instead (Double DQN), which removes the
+    max operator's overestimation bias. `dones` must be terminations, not truncations.
+    """
+    next_q = estimator.q_values(next_observations)
+    if online is None:
+        max_next_q = next_q.max(dim=1, keepdim=True).values
+    else:
+        best = online.q_values(next_observations).argmax(dim=1, keepdim=True)
+        max_next_q = next_q.gather(1, best)
+    max_next_q = max_next_q.cpu().numpy()
+    return np.reshape(rewards, (-1, 1)) + gamma * max_next_q * (1 - np.reshape(dones, (-1, 1)))

@@ -28,11 +28,11 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dqn import agent, tracking
-from dqn.agent import SOLVED, Episode, evaluate_episodes
+from dqn import policy, tracking
 from dqn.config import SEED_LIMIT, describe
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
+from dqn.policy import SOLVED, Episode, evaluate_episodes
 from dqn.video import record_episode
 
 WEIGHTS = "lunar-dqn.pth"
@@ -302,7 +302,7 @@ class _CallableModule(types.ModuleType):
     module; calling the module does what that function does, so `from dqn import evaluate` keeps working."""
 
     def __call__(self, estimator: ActionValueEstimator, env: gymnasium.Env) -> float:
-        return agent.evaluate(estimator, env)
+        return policy.evaluate(estimator, env)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -31,9 +31,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dqn import models, tracking
 from dqn.config import ConfigError, TrainConfig, describe, register_configs, unknown_keys, validate
-from dqn.learn import CheckpointMismatch, check_checkpoint, learn
+from dqn.learn import learn
 from dqn.plots import learning_curve
 from dqn.progress import Progress
+from dqn.state import CheckpointMismatch, check_checkpoint, migrate
 from dqn.sweep import group_name, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
@@ -59,8 +60,6 @@ OmegaConf.register_new_resolver(
 )
 CHECKPOINT = "checkpoint.pt"
 RUN_RECORD = "run.json"
-# What a run's saved config.yaml meant where it predates a key whose default has since changed.
-BEFORE_THE_KEY = {"network": {"layer_norm": False}}
 RESUMABLE = "a KILLED or FAILED run, or a RUNNING one whose process is gone"
 
 
@@ -189,7 +188,7 @@ def resumed_config(client: MlflowClient, run: Run, overrides: list[str], out_dir
     run_id = run.info.run_id
     try:
         config_file = client.download_artifacts(run_id, "config.yaml", str(out_dir))
-        saved = OmegaConf.merge(BEFORE_THE_KEY, OmegaConf.load(config_file))
+        saved = OmegaConf.create(migrate(OmegaConf.to_container(OmegaConf.load(config_file))))
     except (MlflowException, OSError):
         raise ResumeError(f"resume={run_id}: the run has no config.yaml to continue with") from None
     except Exception as error:  # YAML and OmegaConf errors alike: the file is not a config

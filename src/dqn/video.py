@@ -8,9 +8,9 @@ from typing import Any
 import gymnasium
 import imageio.v2 as imageio
 
-from dqn.agent import Episode, run_episode
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
+from dqn.policy import Episode, run_episode
 
 
 def record_episode(
@@ -28,7 +28,7 @@ def record_episode(
     encoded as H.264 (libx264, yuv420p) by imageio's FFMPEG plugin with the ffmpeg binary bundled in the
     imageio-ffmpeg wheel, so no system codecs are needed. macro_block_size=8 keeps 600x400 unscaled (the
     default 16 would resize it to 608x400). Frames stream to the encoder instead of piling up in memory
-    (a 1000-step episode is 700 MB of frames). The episode is the same as `agent.run_episode` plays.
+    (a 1000-step episode is 700 MB of frames). The episode is the same as `policy.run_episode` plays.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id, max_episode_steps, render_mode="rgb_array")

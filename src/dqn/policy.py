@@ -1,4 +1,4 @@
-"""The exercise's building blocks: acting epsilon-greedily, Q-learning targets, greedy evaluation."""
+"""Acting with a Q-network: epsilon-greedy actions while training, greedy episodes to evaluate it."""
 
 from __future__ import annotations
 
@@ -26,30 +26,6 @@ def select_action(
     if u < epsilon:
         return int(env.action_space.sample())
     return estimator.greedy_action(observation)
-
-
-def compute_target_values(
-    estimator: ActionValueEstimator,
-    rewards: np.ndarray,
-    next_observations: np.ndarray,
-    dones: np.ndarray,
-    gamma: float,
-    online: ActionValueEstimator | None = None,
-) -> np.ndarray:
-    """Q-learning targets r + gamma * max_a Q(s', a) * (1 - done), shape (B, 1).
-
-    `estimator` rates the next state (pass the target network). With `online` given,
-    the online network picks the next action instead (Double DQN), which removes the
-    max operator's overestimation bias. `dones` must be terminations, not truncations.
-    """
-    next_q = estimator.q_values(next_observations)
-    if online is None:
-        max_next_q = next_q.max(dim=1, keepdim=True).values
-    else:
-        best = online.q_values(next_observations).argmax(dim=1, keepdim=True)
-        max_next_q = next_q.gather(1, best)
-    max_next_q = max_next_q.cpu().numpy()
-    return np.reshape(rewards, (-1, 1)) + gamma * max_next_q * (1 - np.reshape(dones, (-1, 1)))
 
 
 @dataclass

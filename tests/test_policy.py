@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from dqn.agent import compute_target_values, evaluate, evaluate_episodes, run_episode, select_action
 from dqn.environment import make_env
-from dqn.estimator import ActionValueEstimator
+from dqn.estimator import ActionValueEstimator, compute_target_values
+from dqn.policy import evaluate, evaluate_episodes, run_episode, select_action
 
 
 @pytest.fixture
