@@ -164,7 +164,7 @@ def run_job(job: tuple) -> Result:
 def tracking_overhead(steps: int) -> tuple[float, float, float]:
     """One seed without tracking and with MLflow (SQLite): wall seconds of each, and the seconds spent
     inside the tracking calls (the direct measure; the wall difference also carries machine noise)."""
-    from dqn import tracking
+    from dqn.tracking import recorder, store
 
     torch.set_num_threads(1)
     learn(TrainConfig(total_steps=3_000, learning_starts=1_000, eval_episodes=0, final_eval_episodes=0))  # warm-up
@@ -173,8 +173,8 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
     learn(cfg)
     off = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        client, experiment_id = tracking.open_store(tracking.default_store(Path(tmp)), "bench")
-        recorder = tracking.Recorder(client, client.create_run(experiment_id).info.run_id, Path(tmp) / "job")
+        client, experiment_id = store.open_store(store.default_store(Path(tmp)), "bench")
+        recorder = recorder.Recorder(client, client.create_run(experiment_id).info.run_id, Path(tmp) / "job")
         inside = 0.0
 
         def log(metrics: dict[str, float], step: int) -> None:
@@ -184,7 +184,7 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
             inside += time.perf_counter() - since
 
         start = time.perf_counter()
-        with tracking.ended(recorder):
+        with recorder.ended(recorder):
             learn(cfg, log)
             since = time.perf_counter()
         on = time.perf_counter() - start

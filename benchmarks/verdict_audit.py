@@ -1,4 +1,4 @@
-"""How often the sweep report's verdict is wrong, before and after issue 18: a simulation.
+"""How often the sweep report's verdict is wrong, before and after the 2026-11-29 change: a simulation.
 
 Two groups of seeds per simulated sweep, final returns drawn from the audit's bimodal mixture
 0.7 N(240, 30) + 0.3 N(100, 60) (a solved mode and a stuck one; true IQM 219.3):
@@ -8,7 +8,7 @@ Two groups of seeds per simulated sweep, final returns drawn from the audit's bi
 
     python benchmarks/verdict_audit.py [--sweeps 1000] [--seed 0]
 
-The old rule (before issue 18) is re-implemented below, labelled as such; the new one is dqn.summary's.
+The old rule (before 2026-11-29) is re-implemented below, labelled as such; the new one is dqn.report.statistics.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from scipy.integrate import quad
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from dqn.summary import SeedRun, bootstrap_ci, iqm, summarize, verdict
+from dqn.report.statistics import SeedRun, bootstrap_ci, iqm, summarize, verdict
 
 WEIGHTS, MEANS, STDS = (0.7, 0.3), (240.0, 100.0), (30.0, 60.0)
 SEEDS_PER_GROUP = (2, 3, 5, 10)
@@ -45,7 +45,7 @@ def true_iqm() -> float:
     return quad(lambda x: x * density(x), low, high)[0] / 0.5
 
 
-# --- the old rule, as dqn.summary had it before issue 18 (re-implemented here for comparison only) ---
+# --- the old rule, as the report had it before 2026-11-29 (re-implemented here for comparison only) ---
 
 
 def old_ci(scores: np.ndarray) -> tuple[float, float]:
@@ -60,7 +60,7 @@ def old_rule(a: np.ndarray, b: np.ndarray) -> str | None:
     return best if old_ci(best_scores)[0] > old_ci(other_scores)[1] else None
 
 
-# --- the new rule: dqn.summary as it is ---
+# --- the new rule: dqn.report.statistics as it is ---
 
 
 def new_rule(a: np.ndarray, b: np.ndarray) -> str | None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 
 from dqn.config import register_configs
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "src" / "dqn" / "conf"
 
 # Small and quick, but the real env, network, buffer and store.
 TINY = [

@@ -17,10 +17,7 @@ import torch
 from gymnasium.envs.box2d.lunar_lander import heuristic
 from mlflow import MlflowClient
 
-from dqn import tracking
-from dqn.environment import make_env
-from dqn.estimator import ActionValueEstimator
-from dqn.evaluate import (
+from dqn.cli.evaluate import (
     WEIGHTS,
     EvaluateConfig,
     EvaluationError,
@@ -31,8 +28,11 @@ from dqn.evaluate import (
     report,
     summarize,
 )
-from dqn.models import log_model
+from dqn.environment import make_env
+from dqn.estimator import ActionValueEstimator
 from dqn.policy import evaluate_episodes
+from dqn.tracking.models import log_model
+from dqn.tracking.store import open_store
 from dqn.video import record_episode
 
 NOOP, MAIN_ENGINE = 0, 2
@@ -62,7 +62,7 @@ class Pilot:
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return subprocess.run(
-        [sys.executable, "-m", "dqn.evaluate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "dqn.cli.evaluate", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -155,7 +155,7 @@ def store(tmp_path_factory) -> str:
 
 def new_run(store: str, request: pytest.FixtureRequest) -> tuple[MlflowClient, str]:
     """A RUNNING run in an experiment named after the test, artifacts beside the store as training has them."""
-    client, experiment_id = tracking.open_store(store, request.node.name)
+    client, experiment_id = open_store(store, request.node.name)
     return client, client.create_run(experiment_id).info.run_id
 
 

@@ -12,9 +12,9 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from dqn.cli.train import CHECKPOINT, resumed_config, train
 from dqn.config import TrainConfig
 from dqn.learn import NonFiniteLoss
-from dqn.train import CHECKPOINT, resumed_config, train
 from tests.conftest import TINY, compose_config, runs_of
 
 BAD_INPUTS = [

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dqn.compare import write_report
-from dqn.tracking import JOURNAL, SENT
-from dqn.train import ResumeError, claim
+from dqn.cli.train import ResumeError, claim
+from dqn.report.sweep_report import write_report
+from dqn.tracking.recorder import JOURNAL, SENT
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env, wait_until
 
@@ -126,11 +126,11 @@ def test_two_runs_started_together_write_their_own_folders(project, store):
 
 def test_processes_opening_a_store_that_does_not_exist_yet_never_collide(tmp_path):
     opener = (
-        "import os, sys, time, pathlib; from dqn import tracking\n"
+        "import os, sys, time, pathlib; from dqn.tracking import store\n"
         "go = pathlib.Path(sys.argv[2])\n"
         "(go.parent / f'ready-{os.getpid()}').touch()\n"
         "while not go.exists(): time.sleep(0.01)\n"
-        "tracking.open_store(sys.argv[1], 'exp')\n"
+        "store.open_store(sys.argv[1], 'exp')\n"
     )
     for attempt in range(2):
         uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dqn.sweep import group_name
+from dqn.tracking.sweep import group_name
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env
 

@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dqn.buffer import ExperienceBuffer
-from dqn.train import train
+from dqn.cli.train import train
 from tests.conftest import TINY, compose_config, runs_of
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -96,11 +96,17 @@ class ScheduleConfig:
 
 
 @dataclass
-class MlflowConfig:
+class TrackingConfig:
+    """Which MLflow store and experiment; training and evaluation both read these."""
+
     tracking_uri: str | None = None
     """null: $MLFLOW_TRACKING_URI if set, else SQLite in <cwd>/mlruns/mlflow.db."""
     experiment_name: str | None = None
     """null: $MLFLOW_EXPERIMENT_NAME if set, else `dqn-lunar-lander`."""
+
+
+@dataclass
+class MlflowConfig(TrackingConfig):
     enabled: bool = True
     """false trains without tracking (used to measure what tracking costs)."""
     log_model: bool = True
@@ -374,6 +380,17 @@ def describe(schema: type, prefix: str = "") -> list[str]:
             f"  {prefix}{item.name} = {shown}{choices}" + (f"\n      {docs[item.name]}" if item.name in docs else "")
         )
     return lines
+
+
+def register_resolvers() -> None:
+    """`${dqn.uid:}`, a short random token for output folder names: two runs started in the same second
+    must not share a folder. Cached on the config, so a sweep's jobs (and a requeued job) see the
+    launcher's value."""
+    import secrets
+
+    from omegaconf import OmegaConf
+
+    OmegaConf.register_new_resolver("dqn.uid", lambda: secrets.token_hex(3), use_cache=True, replace=True)
 
 
 def register_configs() -> None:

@@ -1,0 +1,1 @@
+"""The commands: training (`python -m dqn.train`), evaluation and the sweep report."""

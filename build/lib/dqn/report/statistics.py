@@ -1,0 +1,410 @@
+"""Per-group statistics of a sweep's seeds: which configuration is best, and whether that can be defended.
+
+Each seed is scored by the fresh final evaluation of the weights its run delivered. Groups are ranked by
+the interquartile mean (IQM) of their seeds' scores, with a percentile bootstrap CI over seeds from 5 seeds
+on (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice"). Whether the best group is
+better than each other one is a permutation test of the IQM difference, Holm-corrected, with the
+probability of improvement as the effect size. Plain numpy/scipy, no MLflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import numpy as np
+from scipy.stats import norm, permutation_test, trim_mean
+
+SOLVED = 200.0  # LunarLander's "solved" return
+HOVER = 0.5  # a seed hovers when more than this share of its scoring evaluation hit the time limit
+RESAMPLES = 2000
+RNG_SEED = 0  # the same sweep gives the same CI and p-values every time the report is made
+ALPHA = 0.05
+POWER = 0.8
+MIN_SEEDS_TO_TEST = 4  # 3 v 3 seeds split only 20 ways: no two-sided p below 2/20 (4 v 4 with the IQM: 4/70)
+MIN_SEEDS_FOR_CI = 5  # at 4 or fewer the 95% bootstrap CI is the seeds' min to max, covering the IQM 51-88%
+PERMUTATIONS = 9999  # exact test up to this many ways to split two groups' seeds, Monte Carlo beyond
+
+FINAL_SCORE = "final_eval_return_mean"  # fresh episodes of the delivered weights (dqn.learn)
+LAST_SCORE = "eval_return_mean"  # older runs: their last in-training evaluation, of the last weights
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One job of a sweep. Only FINISHED runs count as seeds; `score` is None when the run never evaluated.
+
+    `scored_by` names the metric behind `score` (FINAL_SCORE, or LAST_SCORE for runs from before the final
+    evaluation existed); `truncated` is the share of that evaluation's episodes cut by the time limit.
+    """
+
+    group: str
+    seed: int | None
+    score: float | None
+    truncated: float | None = None
+    evals: Sequence[tuple[int, float, float | None]] = ()  # (env step, eval_return_mean, train_seconds)
+    status: str = "FINISHED"
+    scored_by: str = FINAL_SCORE
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """One report row, over the seeds that have a score; None where there is nothing to compute.
+
+    `ci_low`/`ci_high` bound the IQM from MIN_SEEDS_FOR_CI seeds on; below, `seeds` (every score, sorted)
+    is what there is to read. `std` is the sample std (ddof=1). `seeds_solved` is "k/n", the seeds whose
+    score is >= 200; `hover_rate` the share of seeds whose scoring evaluation was mostly truncated.
+    `n_reached_200` seeds had an evaluation >= 200 during training: from that step on, the weights that
+    keep_best delivers had scored >= 200 when they were chosen; the medians are over those seeds.
+    """
+
+    group: str
+    n_seeds: int
+    iqm: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    seeds: tuple[float, ...] = ()
+    mean: float | None = None
+    std: float | None = None
+    seeds_solved: str | None = None
+    hover_rate: float | None = None
+    n_reached_200: int | None = None
+    median_steps_to_200: float | None = None
+    median_seconds_to_200: float | None = None
+    note: str = ""
+
+
+COLUMNS = tuple(field.name for field in fields(GroupStats))
+
+
+class Curve(NamedTuple):
+    """IQM of eval_return_mean over a group's seeds at the evaluation steps they all share, with a band:
+    the 95% bootstrap CI of the IQM from MIN_SEEDS_FOR_CI seeds on, the seeds' min to max below."""
+
+    steps: np.ndarray
+    iqm: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    n_seeds: int
+
+
+def iqm(values: Iterable[float]) -> float:
+    """Mean of the middle half (25% trimmed from each end), rliable's definition."""
+    return float(trim_mean(np.asarray(list(values), dtype=float), 0.25))
+
+
+def bootstrap_ci(values: np.ndarray, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile CI of the IQM of each column of (seeds, k) `values`, resampling seeds with replacement.
+
+    With one task, rliable's stratified bootstrap is exactly this; whole rows are resampled so a
+    curve's points keep each seed's history together.
+    """
+    values = values[np.lexsort(values.T[::-1])]  # canonical row order: the CI ignores the order runs are listed in
+    n = values.shape[0]
+    picks = np.random.default_rng(RNG_SEED).integers(0, n, size=(RESAMPLES, n))
+    estimates = trim_mean(values[picks], 0.25, axis=1)
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(estimates, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def first_reach(evals: Sequence[tuple[int, float, float | None]]) -> tuple[int, float | None] | None:
+    """(env step, train seconds) of the first evaluation at or above 200, None if none was.
+
+    It is also where the best evaluation so far (best_eval_return_mean) first reaches 200.
+    """
+    for step, value, seconds in sorted(evals, key=lambda row: row[0]):
+        if value >= SOLVED:
+            return step, seconds
+    return None
+
+
+def summarize(runs: Iterable[SeedRun]) -> list[GroupStats]:
+    """One row per group (the seed is not part of it), best IQM first, groups without scores last."""
+    by_group: dict[str, list[SeedRun]] = defaultdict(list)
+    for run in runs:
+        by_group[run.group].append(run)
+    rows = [group_stats(group, members) for group, members in by_group.items()]
+    return sorted(rows, key=lambda row: (row.iqm is None, -(row.iqm or 0.0), row.group))
+
+
+def group_stats(group: str, runs: Sequence[SeedRun]) -> GroupStats:
+    finished = [run for run in runs if run.status == "FINISHED"]
+    scored = [run for run in finished if run.score is not None]
+    skipped = Counter(run.status for run in runs if run.status != "FINISHED")
+    fallback = sum(run.scored_by != FINAL_SCORE for run in scored)
+    note = _note(len(finished), len(scored), fallback, skipped)
+    if not scored:
+        return GroupStats(group, 0, note=note)
+    scores = np.array(sorted(run.score for run in scored), dtype=float)
+    truncated = np.array([run.truncated for run in scored if run.truncated is not None])
+    reached = [hit for hit in map(first_reach, (run.evals for run in scored)) if hit is not None]
+    seconds = [s for _, s in reached if s is not None]
+    low, high = bootstrap_ci(scores[:, None]) if scores.size >= MIN_SEEDS_FOR_CI else ([None], [None])
+    return GroupStats(
+        group=group,
+        n_seeds=scores.size,
+        iqm=iqm(scores),
+        ci_low=_float(low[0]),
+        ci_high=_float(high[0]),
+        seeds=tuple(float(score) for score in scores),
+        mean=float(scores.mean()),
+        std=float(scores.std(ddof=1)) if scores.size > 1 else None,
+        seeds_solved=f"{int(np.sum(scores >= SOLVED))}/{scores.size}",
+        hover_rate=float(np.mean(truncated > HOVER)) if truncated.size else None,
+        n_reached_200=len(reached),
+        median_steps_to_200=float(np.median([step for step, _ in reached])) if reached else None,
+        median_seconds_to_200=float(np.median(seconds)) if seconds else None,
+        note=note,
+    )
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _note(finished: int, scored: int, fallback: int, skipped: Counter) -> str:
+    parts = []
+    if finished == 0:
+        parts.append("no finished runs")
+    elif scored == 0:
+        parts.append("no evaluations")
+    elif scored < finished:
+        parts.append(f"{finished - scored} of {finished} finished seeds without evaluations, not counted")
+    if fallback:
+        parts.append(f"{fallback} scored by their last {LAST_SCORE} (no {FINAL_SCORE})")
+    if skipped:
+        parts.append("skipped " + ", ".join(f"{count} {status}" for status, count in sorted(skipped.items())))
+    return "; ".join(parts)
+
+
+# --- is the best group better than each other one? ---
+
+
+def permutation_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided permutation p-value of iqm(x) - iqm(y): exact up to PERMUTATIONS splits, else Monte Carlo.
+
+    Two-sided, although the question is whether the best is *greater*: the best is picked after seeing
+    the data, so its one-sided p must be doubled; with two groups drawn alike, a one-sided test of the
+    one that came out ahead says "better" in 10% of sweeps instead of 5%.
+    """
+
+    def difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+        return trim_mean(a, 0.25, axis=axis) - trim_mean(b, 0.25, axis=axis)
+
+    result = permutation_test(
+        (np.asarray(x, dtype=float), np.asarray(y, dtype=float)),
+        difference,
+        permutation_type="independent",
+        alternative="two-sided",
+        vectorized=True,
+        n_resamples=PERMUTATIONS,
+        random_state=RNG_SEED,
+    )
+    return float(result.pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: a claim from any test of the family is false at most ALPHA of the time."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [1.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p_values) - rank) * p_values[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
+
+
+def probability_of_improvement(x: Sequence[float], y: Sequence[float]) -> float:
+    """P(X > Y) for a random seed of each group, ties counting half: Mann-Whitney's U / (n m), rliable's
+    effect size. 0.5 is no difference; unlike the IQM difference it does not care how far apart they are."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    return float(np.mean((x[:, None] > y[None, :]) + 0.5 * (x[:, None] == y[None, :])))
+
+
+def improvement_ci(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile CI of P(X > Y), resampling each group's seeds on their own (a stratified bootstrap)."""
+    x, y = np.sort(np.asarray(x, dtype=float)), np.sort(np.asarray(y, dtype=float))
+    rng = np.random.default_rng(RNG_SEED)
+    xs = x[rng.integers(0, x.size, size=(RESAMPLES, x.size))][:, :, None]
+    ys = y[rng.integers(0, y.size, size=(RESAMPLES, y.size))][:, None, :]
+    estimates = np.mean((xs > ys) + 0.5 * (xs == ys), axis=(1, 2))
+    tail = 50 * (1 - confidence)
+    low, high = np.percentile(estimates, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def seeds_for_power(x: Sequence[float], y: Sequence[float]) -> int | None:
+    """Seeds per group that would detect a difference of the observed IQM difference with POWER at ALPHA.
+
+    A rough normal approximation for a two-sided two-sample test of means with the pooled sample std:
+    n = 2 (z_{1-alpha/2} + z_power)^2 sd^2 / difference^2; never below MIN_SEEDS_TO_TEST. None when no
+    difference was seen or a group has a single seed.
+    """
+    n, m = len(x), len(y)
+    difference = iqm(x) - iqm(y)
+    if n < 2 or m < 2 or difference <= 0:
+        return None
+    pooled = ((n - 1) * np.var(x, ddof=1) + (m - 1) * np.var(y, ddof=1)) / (n + m - 2)
+    z = norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)
+    return max(MIN_SEEDS_TO_TEST, math.ceil(2 * z**2 * pooled / difference**2))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best group against one other. `p_value` is Holm-adjusted; it and the effect size are None
+    when either group has fewer than MIN_SEEDS_TO_TEST seeds."""
+
+    group: str
+    n_seeds: int
+    iqm: float
+    difference: float  # IQM of the best minus this group's
+    p_value: float | None = None
+    improvement: float | None = None  # P(a seed of the best > a seed of this group)
+    improvement_low: float | None = None
+    improvement_high: float | None = None
+    seeds_needed: int | None = None
+
+    @property
+    def separated(self) -> bool:
+        """The best group is better than this one: Holm-adjusted p < ALPHA."""
+        return self.p_value is not None and self.p_value < ALPHA
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The best group, how it compares with every other one, and the lines that say so."""
+
+    best: GroupStats | None
+    comparisons: tuple[Comparison, ...]
+    headline: str
+    details: tuple[str, ...] = ()
+    pairs_tested: int = 0  # the size of the Holm family
+
+    @property
+    def separated(self) -> bool:
+        """The best group is better than every other one, each at Holm-adjusted p < ALPHA."""
+        return bool(self.comparisons) and all(c.separated for c in self.comparisons)
+
+
+def verdict(rows: Sequence[GroupStats]) -> Verdict:
+    """Compare the best group (top IQM) with every other group that has a score.
+
+    The Holm family is every pair of groups with enough seeds, not only the best's pairs: the best is
+    chosen after seeing the data, so its comparisons are whichever pairs came out most extreme.
+    """
+    ranked = [row for row in rows if row.iqm is not None]
+    if not ranked:
+        return Verdict(None, (), "No group has an evaluation to compare.")
+    best, others = ranked[0], ranked[1:]
+    warning = _few_seeds_warning(ranked)
+    if not others:
+        headline = f"Only one group with scores, {best.group}: {_describe(best)}; nothing to compare it with."
+        return Verdict(best, (), headline, warning)
+    testable = [row for row in ranked if row.n_seeds >= MIN_SEEDS_TO_TEST]
+    pairs = math.comb(len(testable), 2)
+    adjusted = _holm_over_pairs(testable)
+    comparisons = tuple(_compare(best, other, adjusted.get((best.group, other.group))) for other in others)
+    details = tuple(_comparison_line(best, c, pairs) for c in comparisons)
+    details += warning + _power_line(best, comparisons[0])
+    return Verdict(best, comparisons, _headline(best, comparisons), details, pairs)
+
+
+def _holm_over_pairs(testable: Sequence[GroupStats]) -> dict[tuple[str, str], float]:
+    """Holm-adjusted p-values of every pair, keyed both ways round."""
+    pairs = list(itertools.combinations(testable, 2))
+    adjusted = holm([permutation_p(a.seeds, b.seeds) for a, b in pairs])
+    keyed = {}
+    for (a, b), p in zip(pairs, adjusted, strict=True):
+        keyed[a.group, b.group] = keyed[b.group, a.group] = p
+    return keyed
+
+
+def _compare(best: GroupStats, other: GroupStats, p_value: float | None) -> Comparison:
+    tested = p_value is not None
+    low, high = improvement_ci(best.seeds, other.seeds) if tested else (None, None)
+    return Comparison(
+        group=other.group,
+        n_seeds=other.n_seeds,
+        iqm=other.iqm,
+        difference=best.iqm - other.iqm,
+        p_value=p_value,
+        improvement=probability_of_improvement(best.seeds, other.seeds) if tested else None,
+        improvement_low=low,
+        improvement_high=high,
+        seeds_needed=seeds_for_power(best.seeds, other.seeds),
+    )
+
+
+def _headline(best: GroupStats, comparisons: Sequence[Comparison]) -> str:
+    lead = f"Best by IQM: {best.group}, {_describe(best)}"
+    if best.n_seeds < MIN_SEEDS_TO_TEST:
+        return f"{lead}; too few seeds to test (n < {MIN_SEEDS_TO_TEST}): it is not shown better than any group."
+    behind = [c.group for c in comparisons if not c.separated]
+    if not behind:
+        return f"{lead}; better than every other group (Holm-adjusted permutation tests, p < {ALPHA:g})."
+    return f"{lead}; not shown better than {', '.join(behind)}: more seeds are needed to tell them apart."
+
+
+def _comparison_line(best: GroupStats, c: Comparison, pairs: int) -> str:
+    lead = f"vs {c.group} (IQM {c.iqm:.1f}, {c.n_seeds} seeds; difference {c.difference:.1f})"
+    if c.p_value is None:
+        return f"{lead}: too few seeds to test (n < {MIN_SEEDS_TO_TEST})."
+    outcome = "better" if c.separated else "not separated"
+    return (
+        f"{lead}: {outcome}, p = {c.p_value:.3f} (two-sided permutation test of the IQM difference, "
+        f"Holm-adjusted over {pairs} pair{'s' * (pairs != 1)}); P({best.group} > {c.group}) = {c.improvement:.2f} "
+        f"(95% CI {c.improvement_low:.2f} to {c.improvement_high:.2f})."
+    )
+
+
+def _few_seeds_warning(rows: Sequence[GroupStats]) -> tuple[str, ...]:
+    few = [f"{row.group} ({row.n_seeds})" for row in rows if row.n_seeds < MIN_SEEDS_FOR_CI]
+    if not few:
+        return ()
+    return (
+        f"Warning: fewer than {MIN_SEEDS_FOR_CI} seeds in {', '.join(few)}: no CI is given and the tests have "
+        f"little power (4 v 4 seeds cannot reach p < {ALPHA:g}; below {MIN_SEEDS_TO_TEST} there is no test).",
+    )
+
+
+def _power_line(best: GroupStats, c: Comparison) -> tuple[str, ...]:
+    """How many seeds the runner-up's comparison would need: the closest call is the one to plan for."""
+    if c.seeds_needed is None:
+        return ()
+    return (
+        f"Seeds needed: a difference the size of {best.group} over {c.group} ({c.difference:.1f}) needs "
+        f"about {c.seeds_needed} seeds per group for {POWER:.0%} power at alpha {ALPHA:g} (normal approximation, "
+        "two-sided, from the pooled sample std; the Holm correction over several groups asks more).",
+    )
+
+
+def _describe(row: GroupStats) -> str:
+    if row.ci_low is None:
+        return f"IQM {row.iqm:.1f} ({row.n_seeds} seed{'s' * (row.n_seeds != 1)}: {_values(row.seeds)})"
+    return f"IQM {row.iqm:.1f} (95% CI {row.ci_low:.1f} to {row.ci_high:.1f}, {row.n_seeds} seeds)"
+
+
+def _values(values: Sequence[float]) -> str:
+    return ", ".join(f"{value:.1f}" for value in values)
+
+
+def iqm_curves(runs: Iterable[SeedRun]) -> dict[str, Curve]:
+    """Per group, the IQM learning curve over its finished seeds; groups with no shared evaluation step are left out."""
+    by_group: dict[str, list[dict[int, float]]] = defaultdict(list)
+    for run in runs:
+        if run.status == "FINISHED" and run.evals:
+            by_group[run.group].append({step: value for step, value, _ in run.evals})
+    curves = {}
+    for group, histories in by_group.items():
+        steps = sorted(set.intersection(*(set(history) for history in histories)))
+        if steps:
+            values = np.array([[history[step] for step in steps] for history in histories])
+            if len(histories) >= MIN_SEEDS_FOR_CI:
+                low, high = bootstrap_ci(values)
+            else:
+                low, high = values.min(axis=0), values.max(axis=0)
+            curves[group] = Curve(np.array(steps), trim_mean(values, 0.25, axis=0), low, high, len(histories))
+    return curves

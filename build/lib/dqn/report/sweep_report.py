@@ -1,0 +1,330 @@
+"""A sweep's report, read from its runs in MLflow: the rows, the verdict, the files, the parent's summary.
+
+Ranks the sweep's groups by the IQM of their seeds' scores (the fresh final evaluation of each run's
+delivered weights), tests the best against every other group (`dqn.report.statistics`), writes report.csv,
+report.md, curves.png and finals.png, and logs the four to the sweep's parent run.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Run, RunTag
+
+from dqn.report.figures import sweep_curves, sweep_finals
+from dqn.report.statistics import (
+    COLUMNS,
+    FINAL_SCORE,
+    LAST_SCORE,
+    MIN_SEEDS_FOR_CI,
+    GroupStats,
+    SeedRun,
+    Verdict,
+    iqm_curves,
+    summarize,
+    verdict,
+)
+
+DECIMALS = {"hover_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
+LEGEND = (
+    f"Per group, over the seeds with a score: the IQM (mean of the middle half) with a 95% stratified-bootstrap "
+    f"CI over seeds from {MIN_SEEDS_FOR_CI} seeds on (with fewer the CI would be just the seeds' min to max, so "
+    f"`seeds` lists their scores instead); mean and sample std. seeds_solved: seeds scoring 200 or more; "
+    "hover_rate: share of seeds whose scoring evaluation was mostly cut by the time limit; n_reached_200: seeds "
+    "with an evaluation >= 200 during training (from then on keep_best delivered weights that had scored >= 200), "
+    "and the median env steps and training seconds (evaluation excluded) to it over those seeds."
+)
+
+
+class ReportError(Exception):
+    """A sweep that cannot be reported; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `write_report` made: the rows best first, the verdict, the jobs left out, the files written."""
+
+    sweep_id: str
+    parent_run_id: str
+    rows: list[GroupStats]
+    verdict: Verdict
+    skipped: dict[str, int]  # status -> how many of the sweep's jobs did not finish
+    files: list[Path]
+    finished: int = 0  # the sweep's FINISHED jobs, with a score or not
+    score: str = ""  # which metric scored the seeds
+
+
+def find_sweep(client: MlflowClient, experiment: str, sweep_id: str | None) -> Run:
+    """The parent run of sweep `sweep_id`, or of the most recently started sweep when it is None."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise ReportError(f"no experiment {experiment!r} in the store (pass --experiment)")
+    parents = search_all(client, found.experiment_id, "tags.`dqn.role` = 'sweep'", ["attributes.start_time DESC"])
+    if not parents:
+        raise ReportError(f"experiment {experiment!r} has no sweeps (runs tagged dqn.role=sweep)")
+    if sweep_id is None:
+        return parents[0]
+    for parent in parents:
+        if parent.data.tags.get("sweep_id") == sweep_id:
+            return parent
+    known = ", ".join(parent.data.tags.get("sweep_id", "?") for parent in parents[:5])
+    raise ReportError(f"no sweep {sweep_id!r} in experiment {experiment!r}; most recent: {known}")
+
+
+def sweep_dir(parent: Run) -> Path:
+    if "sweep_dir" not in parent.data.tags:
+        raise ReportError(f"sweep run {parent.info.run_id} has no sweep_dir tag; pass --out")
+    return Path(parent.data.tags["sweep_dir"])
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str, order_by: list[str]) -> list[Run]:
+    """Every matching run, page after page."""
+    runs: list[Run] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Report:
+    """Report the sweep of parent run `parent_run_id` into `out_dir` and log the four files to that run.
+
+    The sweep calls this when its jobs are done. Raises ReportError when the sweep has no finished job.
+    """
+    parent = client.get_run(parent_run_id)
+    sweep_id = parent.data.tags.get("sweep_id")
+    if sweep_id is None:
+        raise ReportError(f"run {parent_run_id} is not a sweep: it has no sweep_id tag")
+    jobs = search_all(
+        client,
+        parent.info.experiment_id,
+        f"tags.sweep_id = '{sweep_id}' and tags.`dqn.role` = 'job'",
+        ["attributes.start_time ASC"],
+    )
+    seeds = [seed_run(client, job) for job in jobs]
+    skipped = dict(Counter(seed.status for seed in seeds if seed.status != "FINISHED"))
+    if len(seeds) == sum(skipped.values()):
+        raise ReportError(f"sweep {sweep_id!r} has no finished runs{_skipped_text(skipped, ' (', ')')}")
+
+    rows = summarize(seeds)
+    finished = sum(seed.status == "FINISHED" for seed in seeds)
+    report = Report(sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    curves = iqm_curves(seeds)
+    scored = [row for row in rows if row.seeds]
+    files = [
+        write_csv(rows, out_dir / "report.csv"),
+        write_markdown(report, out_dir / "report.md"),
+        sweep_curves(
+            {row.group: curves[row.group] for row in rows if row.group in curves},
+            out_dir / "curves.png",
+            title=f"Sweep {sweep_id}: greedy evaluation return during training",
+        ),
+        sweep_finals(
+            {row.group: row.seeds for row in scored},
+            {row.group: row.iqm for row in scored},
+            {row.group: (row.ci_low, row.ci_high) for row in scored if row.ci_low is not None},
+            out_dir / "finals.png",
+            title=f"Sweep {sweep_id}: score of every seed",
+            xlabel=score_label(seeds),
+        ),
+    ]
+    files.append(write_html(report, files, out_dir / "report.html"))
+    for path in files:
+        client.log_artifact(parent_run_id, str(path))
+    summarise_on_parent(client, report)
+    return replace(report, files=files)
+
+
+def summarise_on_parent(client: MlflowClient, report: Report) -> None:
+    """The parent run's description (what the UI shows on its page) and summary metrics: the answer at a glance."""
+    best = report.verdict.best
+    note = [f"**{headline(report)}**", report.score, f"**Verdict:** {report.verdict.headline}"]
+    note += [f"- {line}" for line in report.verdict.details]
+    note.append("Full report: the `report.html` artifact.")
+    client.set_tag(report.parent_run_id, "mlflow.note.content", "\n\n".join(part for part in note if part))
+    if best is None or best.iqm is None:
+        return
+    solved, n = (int(part) for part in best.seeds_solved.split("/")) if best.seeds_solved else (0, 0)
+    metrics = {"best_group_iqm": best.iqm, "best_group_mean": best.mean, "best_group_n_seeds": best.n_seeds}
+    if n:
+        metrics["best_group_solved_fraction"] = solved / n
+    timestamp = int(time.time() * 1000)
+    client.log_batch(
+        report.parent_run_id,
+        metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items() if value is not None],
+        tags=[RunTag("best_group", best.group)],
+    )
+
+
+def write_html(report: Report, files: list[Path], path: Path) -> Path:
+    """The report as one self-contained page (figures inlined), which MLflow's artifact viewer renders."""
+    images = "".join(
+        f'<figure><img style="max-width:100%" src="data:image/png;base64,'
+        f'{base64.b64encode(figure.read_bytes()).decode()}"><figcaption>{figure.name}</figcaption></figure>'
+        for figure in files
+        if figure.suffix == ".png"
+    )
+    header = "".join(f"<th>{html.escape(key)}</th>" for key in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(key, getattr(row, key), row))}</td>" for key in COLUMNS) + "</tr>"
+        for row in report.rows
+    )
+    details = "".join(f"<li>{html.escape(line)}</li>" for line in report.verdict.details)
+    path.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>Sweep {html.escape(report.sweep_id)}</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+        f"<h1>Sweep {html.escape(report.sweep_id)}</h1><p>{html.escape(headline(report))}</p>"
+        f"<p>{html.escape(report.score)}</p><p>{html.escape(LEGEND)}</p>"
+        f"<table><tr>{header}</tr>{body}</table>"
+        f"<p><b>Verdict:</b> {html.escape(report.verdict.headline)}</p><ul>{details}</ul>{images}</body></html>"
+    )
+    return path
+
+
+def seed_run(client: MlflowClient, run: Run) -> SeedRun:
+    """A job's group, seed, score and evaluations; histories are read only for FINISHED jobs, the only ones
+    that count. The score is the run's final_eval_return_mean; a run from before that evaluation existed
+    falls back to its last eval_return_mean (and eval_truncated_fraction)."""
+    group = run.data.tags.get("group", "(no group tag)")
+    seed = run.data.params.get("seed")
+    seed = int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+    if run.info.status != "FINISHED":
+        return SeedRun(group, seed, None, status=run.info.status)
+    returns = history(client, run.info.run_id, "eval_return_mean")
+    seconds = dict(history(client, run.info.run_id, "train_seconds"))
+    evals = [(step, value, seconds.get(step)) for step, value in returns]
+    metrics = run.data.metrics  # the latest value of each: the final evaluation is logged once
+    if FINAL_SCORE in metrics:
+        return SeedRun(group, seed, metrics[FINAL_SCORE], metrics.get("final_eval_truncated_fraction"), evals)
+    truncated = history(client, run.info.run_id, "eval_truncated_fraction")
+    return SeedRun(
+        group=group,
+        seed=seed,
+        score=returns[-1][1] if returns else None,
+        truncated=truncated[-1][1] if truncated else None,
+        evals=evals,
+        scored_by=LAST_SCORE,
+    )
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) in step order: the last is the final evaluation."""
+    metrics = sorted(client.get_metric_history(run_id, key), key=lambda metric: (metric.step, metric.timestamp))
+    return [(metric.step, metric.value) for metric in metrics]
+
+
+def score_text(seeds: list[SeedRun]) -> str:
+    """The line that says which metric scored the seeds."""
+    scored = [seed for seed in seeds if seed.status == "FINISHED" and seed.score is not None]
+    fallback = sum(seed.scored_by != FINAL_SCORE for seed in scored)
+    text = (
+        f"Score of a seed: {FINAL_SCORE}, the mean return of the greedy episodes that the weights its run "
+        "delivered played after training, on start seeds no evaluation during training used."
+    )
+    if fallback:
+        text += (
+            f" {fallback} of {len(scored)} seeds come from runs without it and are scored by their last "
+            f"{LAST_SCORE} instead (an evaluation during training, of the last weights)."
+        )
+    return text
+
+
+def score_label(seeds: list[SeedRun]) -> str:
+    fallback = any(seed.scored_by != FINAL_SCORE for seed in seeds if seed.score is not None)
+    also = f", else the last {LAST_SCORE}" if fallback else ""
+    return f"score per seed: {FINAL_SCORE} (fresh episodes of the delivered weights){also}"
+
+
+def write_csv(rows: list[GroupStats], path: Path) -> Path:
+    """Full precision, empty cells where a statistic has no value; `seeds` holds every score, space-separated."""
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            cells = {key: "" if value is None else value for key, value in asdict(row).items()}
+            writer.writerow(cells | {"seeds": " ".join(repr(score) for score in row.seeds)})
+    return path
+
+
+def write_markdown(report: Report, path: Path) -> Path:
+    parts = [
+        f"# Sweep {report.sweep_id}",
+        headline(report),
+        report.score,
+        LEGEND,
+        markdown_table(report.rows),
+        f"**Verdict:** {report.verdict.headline}",
+        "\n".join(f"- {line}" for line in report.verdict.details),
+        "![IQM of greedy evaluation returns against env steps](curves.png)",
+        "![Score of every seed](finals.png)",
+    ]
+    path.write_text("\n\n".join(part for part in parts if part) + "\n")
+    return path
+
+
+def headline(report: Report) -> str:
+    scored = sum(row.n_seeds for row in report.rows)
+    without = f" ({report.finished - scored} without a score)" if scored < report.finished else ""
+    skipped = report.skipped
+    unfinished = f"; skipped {sum(skipped.values())} that did not finish" if skipped else ""
+    groups = len(report.rows)
+    return (
+        f"{report.finished} finished runs{without} in {groups} groups{unfinished}{_skipped_text(skipped, ' (', ')')}."
+    )
+
+
+def _skipped_text(skipped: dict[str, int], before: str, after: str) -> str:
+    if not skipped:
+        return ""
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(skipped.items()))
+    return f"{before}{counts}{after}"
+
+
+def markdown_table(rows: list[GroupStats]) -> str:
+    """A markdown table padded to aligned columns, so the same text reads well in a terminal."""
+    cells = [list(COLUMNS)] + [[_cell(key, getattr(row, key), row) for key in COLUMNS] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    lines = [
+        "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |" for line in cells
+    ]
+    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    return "\n".join(lines)
+
+
+def _cell(key: str, value: object, row: GroupStats) -> str:
+    if key == "seeds":  # listed where no CI stands for them; report.csv has them all
+        small = 0 < row.n_seeds < MIN_SEEDS_FOR_CI
+        return ", ".join(f"{score:.1f}" for score in row.seeds) if small else "-"
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{DECIMALS.get(key, 1)}f}"
+    return str(value).replace("|", "\\|")
+
+
+def render(report: Report) -> str:
+    """What the command prints: the table, the verdict and where the files went."""
+    folder = report.files[0].parent
+    return "\n".join(
+        [
+            f"Sweep {report.sweep_id}: {headline(report)}",
+            report.score,
+            markdown_table(report.rows),
+            f"Verdict: {report.verdict.headline}",
+            *(f"  - {line}" for line in report.verdict.details),
+            f"Wrote {', '.join(path.name for path in report.files)} to {folder}, logged to run {report.parent_run_id}.",
+        ]
+    )

@@ -1,0 +1,55 @@
+"""`python -m dqn.cli.compare` (or `dqn-compare`): print a sweep's report and (re)write its files.
+
+python -m dqn.cli.compare                    # the most recent sweep in the experiment
+python -m dqn.cli.compare --sweep-id <id>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from dqn.report.sweep_report import ReportError, find_sweep, render, sweep_dir, write_report
+from dqn.tracking.store import experiment_name, first_line, sqlite_path, tracking_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        client = open_store(args.tracking_uri or tracking_uri(None, Path.cwd()))
+        parent = find_sweep(client, args.experiment or experiment_name(None), args.sweep_id)
+        report = write_report(client, parent.info.run_id, args.out or sweep_dir(parent))
+    except (ReportError, MlflowException, OSError) as error:
+        print(f"error: {first_line(error)}", file=sys.stderr)
+        return 2
+    print(render(report))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dqn.cli.compare", description="Report a sweep from its runs in MLflow."
+    )
+    parser.add_argument("--sweep-id", help="the sweep to report (default: the most recent sweep in the experiment)")
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns/mlflow.db)")
+    parser.add_argument(
+        "--experiment", help="MLflow experiment (default: $MLFLOW_EXPERIMENT_NAME, else dqn-lunar-lander)"
+    )
+    parser.add_argument("--out", type=Path, help="folder for the report files (default: the sweep's own folder)")
+    return parser.parse_args(argv)
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on an existing store: a missing SQLite file is a wrong folder, not a store to create."""
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise ReportError(f"no MLflow store at {uri} (run from the project folder or pass --tracking-uri)")
+    return MlflowClient(uri)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Figures logged with a run and with a sweep's report: every band says what it is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+BAND = "band: 95% bootstrap CI of the IQM over seeds\n(under 5 seeds: the seeds' min to max)"
+
+
+def learning_curve(
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    path: Path,
+    window: int = 20,
+    title: str = "Training run: returns against environment steps",
+) -> Path:
+    """Episode returns (raw and a moving mean), greedy evaluation means with their episodes' std, and the
+    final evaluation of the delivered weights, against env steps."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    episodes = history.get("episode_return", [])
+    if episodes:
+        steps, returns = np.array(episodes).T
+        ax.plot(steps, returns, color="tab:blue", alpha=0.25, linewidth=0.8, label="episode return")
+        if len(returns) >= window:
+            mean = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1 :], mean, color="tab:blue", label=f"episode return, mean of {window}")
+    evals = history.get("eval_return_mean", [])
+    if evals:
+        steps, means = np.array(evals).T
+        std = np.array([v for _, v in history.get("eval_return_std", [(0, 0.0)] * len(evals))])
+        ax.plot(steps, means, "o-", color="tab:orange", label="greedy evaluation mean")
+        ax.fill_between(
+            steps, means - std, means + std, color="tab:orange", alpha=0.2, label="band: ± std of its episodes"
+        )
+    final = history.get("final_eval_return_mean", [])
+    if final:
+        (step, mean), (_, std) = final[-1], history.get("final_eval_return_std", [(0, 0.0)])[-1]
+        episodes_played = history.get("final_eval_episodes", [(0, float("nan"))])[-1][1]
+        ax.errorbar(
+            step, mean, yerr=np.nan_to_num(std), fmt="*", markersize=12, color="tab:red", capsize=4,
+            label=f"final evaluation of the delivered weights ({episodes_played:.0f} fresh episodes), ± std",
+        )  # fmt: skip
+    ax.axhline(200, color="grey", linestyle="--", linewidth=0.8, label="solved (200)")
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sweep_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]], path: Path, title: str
+) -> Path:
+    """A sweep's groups: IQM over seeds of the greedy evaluation means against env steps, with a band.
+
+    `curves` maps each group to (steps, iqm, low, high, n_seeds), e.g. `dqn.report.statistics.iqm_curves`' Curve
+    tuples: the band is the 95% bootstrap CI of the IQM from 5 seeds on, the seeds' min to max below.
+    """
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for group, (steps, iqm, low, high, n_seeds) in curves.items():
+        (line,) = ax.plot(steps, iqm, "o-", markersize=3, label=f"{group} ({n_seeds} seeds)")
+        ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+    if curves:
+        ax.fill_between([], [], [], color="grey", alpha=0.2, label=BAND)
+    ax.axhline(200, color="grey", linestyle="--", linewidth=0.8, label="solved (200)")
+    if not curves:
+        ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("greedy evaluation return, IQM over seeds")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: never over the data
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sweep_finals(
+    finals: Mapping[str, Sequence[float]],
+    iqms: Mapping[str, float],
+    intervals: Mapping[str, tuple[float, float]],
+    path: Path,
+    title: str,
+    xlabel: str = "score, one dot per seed",
+) -> Path:
+    """Every seed's score per group, one dot each, with the group's IQM and, where there is one, its CI.
+
+    The dots show what a summary hides: a group split between solved seeds and seeds stuck in a local
+    optimum (hovering, crashing) looks very different from one whose seeds all land near the IQM.
+    """
+    groups = list(finals)
+    fig, ax = plt.subplots(figsize=(10, 1.6 + 0.5 * max(len(groups), 1)))
+    jitter = np.random.default_rng(0)  # fixed, so the same sweep draws the same figure
+    for row, group in enumerate(groups):
+        values = np.asarray(finals[group], dtype=float)
+        if group in intervals:
+            ax.plot(intervals[group], [row, row], color="tab:red", alpha=0.3, linewidth=8, solid_capstyle="butt")
+        ax.scatter(values, row + jitter.uniform(-0.15, 0.15, values.size), s=18, alpha=0.7, color="tab:blue")
+        if group in iqms:
+            ax.plot([iqms[group]] * 2, [row - 0.3, row + 0.3], color="tab:red", linewidth=2)
+    ax.scatter([], [], s=18, alpha=0.7, color="tab:blue", label="one seed")
+    ax.plot([], [], color="tab:red", linewidth=2, label="IQM over seeds")
+    if intervals:
+        ax.plot([], [], color="tab:red", alpha=0.3, linewidth=8, label="95% bootstrap CI of the IQM (>= 5 seeds)")
+    ax.axvline(200, color="grey", linestyle="--", linewidth=0.8, label="solved (200)")
+    if not groups:
+        ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
+    ax.set_yticks(range(len(groups)), [f"{group} ({len(finals[group])} seeds)" for group in groups], fontsize="small")
+    ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)  # best group on top
+    ax.set_title(title, fontsize="medium")
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

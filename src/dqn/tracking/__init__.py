@@ -1,0 +1,1 @@
+"""The MLflow side: the store, recording a run, sweeps as parent runs, models."""

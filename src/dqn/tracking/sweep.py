@@ -1,0 +1,177 @@
+"""Hydra multiruns in MLflow: one parent run per sweep, each job a child run tagged with its group.
+
+The parent is made in the launching process (`on_multirun_start`) and announced to the
+jobs through `<sweep dir>/sweep.json`, which every launcher's jobs can read (local
+processes, submitit, a cluster's shared filesystem). At the end the parent gets the
+comparison report and is ended; if jobs failed, the sweep exits non-zero after that.
+
+A signal to the launching process (Ctrl-C, a scheduler's SIGTERM to the process group) writes
+`<sweep dir>/STOP`: running jobs stop at their episode end with a checkpoint, jobs not yet started
+are skipped, and the parent ends KILLED once they are all back; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from mlflow.entities import RunStatus
+from omegaconf import DictConfig
+
+from dqn.report.sweep_report import render, write_report
+from dqn.tracking.store import experiment_name, git_commit, open_store, tracking_uri, ui_address
+
+log = logging.getLogger("dqn")
+SWEEP_FILE = "sweep.json"
+STOP_FILE = "STOP"
+SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
+
+
+PLUMBING = ("mlflow.", "hydra", "+hydra", "~", "resume=")
+
+
+def config_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that change what is trained, not where it is tracked or how Hydra runs it."""
+    return [o for o in overrides if not o.startswith(PLUMBING)]
+
+
+def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
+    """The config a job shares with its other seeds: its overrides minus the seed, sorted.
+
+    Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the
+    overrides every job shares.
+    """
+    kept = [o for o in config_overrides(overrides) if not o.startswith("seed=")]
+    if swept is not None:
+        swept = set(swept)
+        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept]
+    return ",".join(sorted(kept)) or "defaults"
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys the sweep varies: sweep overrides on the command line and the sweeper's `params`."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
+    keys |= set(config.hydra.sweeper.get("params") or {})
+    return sorted(keys)
+
+
+def sweep_stopping(sweep_dir: Path) -> bool:
+    """Whether the sweep's launcher was asked to stop (jobs poll this at every episode end)."""
+    return (sweep_dir / STOP_FILE).exists()
+
+
+def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
+    """What the launching process wrote about the sweep's parent run, if anything."""
+    path = sweep_dir / SWEEP_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class MlflowSweepCallback(Callback):
+    """Opens the sweep's parent run before the jobs and ends it, with the report, after them."""
+
+    def __init__(self) -> None:
+        self.client = self.parent_id = self.sweep_dir = None
+        self.stopped_by: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not config.mlflow.enabled:
+            return
+        root = Path.cwd()
+        uri = tracking_uri(config.mlflow.tracking_uri, root)
+        self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
+        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        existing = read_sweep(self.sweep_dir)
+        if existing is not None:
+            sys.exit(
+                f"error: hydra.sweep.dir={self.sweep_dir} already holds sweep {existing['sweep_id']}: "
+                "allowed a folder of its own (the default adds a unique token)"
+            )
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+        overrides = " ".join(config.hydra.overrides.task)
+        commit = git_commit(root)
+        tags = {
+            "dqn.role": "sweep",
+            "sweep_id": sweep_id,
+            "sweep_dir": str(self.sweep_dir),
+            "hydra_overrides": overrides,
+            "git_commit": commit,
+            "mlflow.source.git.commit": commit,
+        }
+        run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+        self.parent_id = run.info.run_id
+        info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "swept": swept_keys(config)}
+        (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
+        atexit.register(self._abandon)  # the sweep died before on_multirun_end
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop)
+        log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
+
+    def _stop(self, signum: int, frame: object) -> None:
+        """First signal: let running jobs checkpoint and skip the rest; second: stop at once."""
+        name = signal.Signals(signum).name
+        if self.stopped_by is not None:
+            raise KeyboardInterrupt(f"{name} twice: sweep stopped at once")
+        self.stopped_by = name
+        (self.sweep_dir / STOP_FILE).write_text(name)
+        log.warning("%s: stopping the sweep once running jobs have checkpointed (again to stop at once)", name)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_id is None:
+            return
+        try:
+            report = write_report(self.client, self.parent_id, self.sweep_dir)
+            parent = self.client.get_run(self.parent_id)
+            address = ui_address(self.client.tracking_uri, parent.info.experiment_id, self.parent_id)
+            print(f"\n{render(report)}\nSweep run {self.parent_id}: {address}", flush=True)
+        except Exception as error:  # a report problem must not leave the parent RUNNING
+            log.warning("sweep report failed: %s", error)
+            self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])
+        failed = self._failed_jobs()
+        self.client.set_tag(self.parent_id, "failed_jobs", str(failed))
+        if self.stopped_by is not None:
+            self.client.set_tag(self.parent_id, "end_reason", f"{self.stopped_by}: the sweep was stopped")
+            self._end(RunStatus.KILLED)
+            print(
+                f"{self.stopped_by}: sweep stopped; {failed} job(s) KILLED or FAILED (each resumes with "
+                "python -m dqn.train resume=<run id>), jobs not started were skipped",
+                file=sys.stderr,
+            )
+            raise SystemExit(128 + signal.Signals[self.stopped_by].value)
+        self._end(RunStatus.FINISHED)
+        if failed:
+            raise SystemExit(f"error: {failed} job(s) of the sweep failed; see their MLflow runs' end_reason tag")
+
+    def _children(self) -> list:
+        return self.client.search_runs(
+            [self.client.get_run(self.parent_id).info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
+            max_results=10_000,
+        )
+
+    def _failed_jobs(self) -> int:
+        return sum(r.info.status in ("FAILED", "KILLED") for r in self._children())
+
+    def _abandon(self) -> None:
+        """End the parent, and jobs a dying launcher killed before they could end themselves, as KILLED."""
+        if self.parent_id is None or self.client.get_run(self.parent_id).info.status != "RUNNING":
+            return
+        for run in self._children():
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+        self._end(RunStatus.KILLED)
+
+    def _end(self, status: int) -> None:
+        if self.parent_id is not None and self.client.get_run(self.parent_id).info.status == "RUNNING":
+            self.client.set_terminated(self.parent_id, RunStatus.to_string(status))

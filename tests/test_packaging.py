@@ -1,0 +1,43 @@
+"""The project as a user installs it: a built wheel, not this checkout, trains from any folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TINY, runs_of
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_built_wheel_carries_its_configs_and_trains_from_any_folder(tmp_path):
+    wheels, site, work = tmp_path / "wheels", tmp_path / "site", tmp_path / "work"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = wheels.glob("dqn-*.whl")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert (site / "dqn" / "conf" / "train.yaml").is_file()
+
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import dqn; print(dqn.__file__)"], cwd=work, env=env, capture_output=True, text=True
+    )
+    assert where.stdout.startswith(str(site))  # the wheel's dqn, not the checkout's
+    for command in ([sys.executable, "-m", "dqn.train"], [str(site / "bin" / "dqn-train")]):
+        done = subprocess.run(
+            [*command, *TINY, "total_steps=400", "eval_every=0", "mlflow.log_model=false"],
+            cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    runs = runs_of(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
+    assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
