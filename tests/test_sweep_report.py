@@ -165,7 +165,7 @@ def test_compare_reports_a_sweep_and_logs_the_files_to_its_parent(store, capsys)
     assert "240.0" not in table["batch_size=256,lr=0.0005"].split("|")[6]  # 5 seeds: the CI, not the list
     assert "- Warning: fewer than 5 seeds in lr=0.001 (3)" in markdown
 
-    files = ["curves.png", "finals.png", "report.csv", "report.md"]
+    files = ["curves.png", "finals.png", "report.csv", "report.html", "report.md"]
     for name in files[:2]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(f.path for f in client.list_artifacts(parents[sweep])) == files
