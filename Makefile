@@ -7,13 +7,16 @@ STAMP := $(VENV)/.installed
 ARGS ?=
 UI_PORT ?= 5000
 UI_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5000
+SERVER_HOST ?= 127.0.0.1
+SERVER_ARTIFACTS ?= $(CURDIR)/mlruns-server/artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,server]'
 	touch $@
 
-.PHONY: help install train test test-all lint format ui sweep report evaluate trained bench bench-quick profile constraints clean
+.PHONY: help install train test test-all lint format ui server sweep report evaluate trained bench bench-quick profile constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,6 +70,14 @@ profile: $(STAMP) ## where the time of one env step goes (default, previous defa
 ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)
 	mkdir -p mlruns
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
+
+server: $(STAMP) ## MLflow tracking server on a local PostgreSQL (scripts/postgres-local.sh) at SERVER_HOST:SERVER_PORT
+	mkdir -p $(SERVER_ARTIFACTS)
+	@# The URI goes in through the environment: it holds the database password, kept out of `ps`.
+	@# MLflow's GenAI job runners (7 processes, ~240 MB each) are not needed for training runs.
+	uri=$$(scripts/postgres-local.sh start) && MLFLOW_BACKEND_STORE_URI=$$uri MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+		exec $(BIN)/mlflow server \
+		--serve-artifacts --artifacts-destination $(SERVER_ARTIFACTS) --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 constraints: $(STAMP) ## re-pin constraints.txt from what .venv has
 	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -viE '^(dqn|-e)' | sed 's/+cpu$$//'; } > constraints.new

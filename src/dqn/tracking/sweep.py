@@ -28,8 +28,9 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from dqn.launchers import require_launcher
 from dqn.report.sweep_report import render, write_report
-from dqn.tracking.store import experiment_name, git_commit, open_store, tracking_uri, ui_address
+from dqn.tracking.store import TrackingUnavailable, experiment_name, git_commit, open_store, tracking_uri, ui_address
 
 log = logging.getLogger("dqn")
 SWEEP_FILE = "sweep.json"
@@ -85,11 +86,16 @@ class MlflowSweepCallback(Callback):
         self.stopped_by: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
         if not config.mlflow.enabled:
             return
         root = Path.cwd()
         uri = tracking_uri(config.mlflow.tracking_uri, root)
-        self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
+        try:
+            self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
+        except TrackingUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         existing = read_sweep(self.sweep_dir)
         if existing is not None:
