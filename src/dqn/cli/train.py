@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ from hydra.types import RunMode
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from dqn.cli.progress import Progress
@@ -89,7 +90,8 @@ class ResumeError(ValueError):
 class Interrupted(KeyboardInterrupt):
     """A job stopped by a signal, after its run was ended KILLED; says how to continue it."""
 
-    def __init__(self, reason: str, run_id: str | None) -> None:
+    def __init__(self, reason: str, run_id: str | None, requeue: Callable[[], None] | None = None) -> None:
+        self.requeue = requeue  # under submitit: have the job requeued (it continues this run)
         if run_id is None:
             super().__init__(f"{reason or 'interrupted'}: stopped")
         else:
@@ -108,32 +110,61 @@ def run_name(group: str, seed: int) -> str:
     return f"{group[:230]} seed={seed}"
 
 
+class StopRequest:
+    """Whether a signal asked this job to stop, and, under submitit, how to have it requeued afterwards."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.requeue: Callable[[], None] | None = None
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
 @contextmanager
-def stop_signals() -> Iterator[Callable[[], bool]]:
-    """The first Ctrl-C or SIGTERM (a cluster's preemption) asks training to stop at the end of
-    the current episode, checkpointed; a second one stops at once. A handler that was there before
-    (a sequential sweep's) hears the first one too."""
-    requested = threading.Event()
+def stop_signals() -> Iterator[StopRequest]:
+    """The first Ctrl-C or SIGTERM asks training to stop at the end of the current episode,
+    checkpointed; a second one stops at once. A handler that was there before (a sequential sweep's)
+    hears the first one too.
+
+    Under submitit (a SLURM job), SIGUSR2 is the cluster's preemption or time-limit warning: the job
+    stops the same way, and once its run is ended and checkpointed, submitit's own handler is called
+    to requeue it; the requeued job continues the same run (`requeued_run`).
+    """
+    request = StopRequest()
     previous: dict[int, Any] = {}
 
     def handler(signum: int, frame: object) -> None:
-        if requested.is_set():
+        if request():
             raise KeyboardInterrupt(f"{signal.Signals(signum).name} twice: stopped at once")
-        requested.set()
+        request.event.set()
         log.warning("%s: stopping at the end of this episode (again to stop at once)", signal.Signals(signum).name)
         chained = previous.get(signum)
-        if callable(chained) and chained is not signal.default_int_handler:
+        if signum == signal.SIGUSR2:
+            request.requeue = lambda: chained(signum, None)
+        elif callable(chained) and chained is not signal.default_int_handler:
             chained(signum, frame)
 
     if threading.current_thread() is not threading.main_thread():
-        yield requested.is_set
+        yield request
         return
-    previous.update({s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)})
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if callable(signal.getsignal(signal.SIGUSR2)):  # submitit's checkpoint-and-requeue handler
+        signals.append(signal.SIGUSR2)
+    previous.update({s: signal.signal(s, handler) for s in signals})
     try:
-        yield requested.is_set
+        yield request
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def requeued_run(out_dir: Path) -> str | None:
+    """The run this job already made, when SLURM has requeued the job (same folder, SLURM_RESTART_COUNT >= 1)."""
+    record = out_dir / RUN_RECORD
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) < 1 or not record.is_file():
+        return None
+    return json.loads(record.read_text())["run_id"]
 
 
 def run_folder(run: Run) -> Path | None:
@@ -141,7 +172,7 @@ def run_folder(run: Run) -> Path | None:
     return Path(folder) if folder else None
 
 
-def claim(run: Run) -> FolderLock | None:
+def claim(run: Run, out_dir: Path) -> FolderLock | None:
     """Take over `run` for a resume: refuse while a live process works on it.
 
     A RUNNING run is abandoned when its folder is here and unlocked (the process is gone: a hard kill,
@@ -151,6 +182,8 @@ def claim(run: Run) -> FolderLock | None:
     run_id, status, folder = run.info.run_id, run.info.status, run_folder(run)
     if status not in ("KILLED", "FAILED", "RUNNING"):
         raise ResumeError(f"resume={run_id} is {status}: allowed {RESUMABLE}")
+    if folder is not None and folder.resolve() == out_dir.resolve():
+        return None  # a requeued job continuing in its own folder, which it already holds
     if folder is not None and folder.is_dir():
         try:
             return FolderLock(folder)
@@ -237,7 +270,7 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
     """The resumed run's recorder, config and checkpoint: what its last process left unsent is sent,
     the config changes are recorded (config.yaml, a tag), and the run is RUNNING again."""
     cfg, checkpoint, run = resumed(client, settings.resume, overrides, out_dir)
-    lock = claim(run)
+    lock = claim(run, out_dir)
     folder = run_folder(run)
     if folder is not None and folder.is_dir():
         send_journal(client, run.info.run_id, Journal(folder))
@@ -268,7 +301,7 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
     return recorder, cfg, checkpoint, lock
 
 
-def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path):
+def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path, requeued: bool = False):
     """The job's recorder (a new run, or the resumed one), its config, its resume checkpoint, and the
     lock on the resumed run's previous folder (None for a new run)."""
     if not settings.mlflow.enabled:
@@ -277,8 +310,8 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     uri = tracking_uri(settings.mlflow.tracking_uri, root)
     client, experiment_id = open_store(uri, experiment_name(settings.mlflow.experiment_name))
     overrides = list(hydra_cfg.overrides.task)
-    if settings.resume:
-        return continue_run(client, settings, overrides, out_dir)
+    if settings.resume:  # a requeued job's overrides are already in its run's config
+        return continue_run(client, settings, [] if requeued else overrides, out_dir)
     commit = git_commit(root)
     tags = {
         "git_commit": commit,
@@ -312,15 +345,20 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         raise ConfigError(
             f"{unknown[0]} is not a config key: allowed the keys `python -m dqn.train --help` lists (no `+` needed)"
         )
+    out_dir = Path(hydra_cfg.runtime.output_dir)
+    requeued = requeued_run(out_dir)
+    if requeued is not None:  # SLURM requeued this job: continue its run, no `resume=` needed
+        with open_dict(cfg):
+            cfg.resume = requeued
+        log.info("requeued by SLURM: continuing run %s", requeued)
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)
-    out_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         lock = FolderLock(out_dir)
     except BlockingIOError:
         raise ConfigError(f"hydra.run.dir={out_dir} is in use by a running job: allowed a folder of its own") from None
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    locks, recorder = [lock], None
+    locks, recorder, signalled = [lock], None, StopRequest()
     try:
         with stop_signals() as signalled:
             if sweep_dir is not None and sweep_stopping(sweep_dir):
@@ -328,7 +366,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                 return None
             if not settings.resume:
                 (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir)
+            recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir, requeued is not None)
             locks.append(claimed)
             with ended(recorder, signalled):
                 if checkpoint is None:
@@ -342,7 +380,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
 
                 deliver(settings, recorder, checkpoint, out_dir, stop_requested)
     except KeyboardInterrupt as error:
-        raise Interrupted(str(error), recorder.run_id if recorder else None) from None
+        raise Interrupted(str(error), recorder.run_id if recorder else None, signalled.requeue) from None
     finally:
         for held in filter(None, locks):
             held.release()
@@ -436,6 +474,8 @@ def train(cfg: DictConfig) -> float | None:
         sys.exit(2)
     except Interrupted as stop:
         print(stop, file=sys.stderr)
+        if stop.requeue is not None:
+            stop.requeue()  # submitit requeues the job (or says why not) and ends this process
         if hydra_cfg.mode == RunMode.MULTIRUN:
             return None
         sys.exit(130)
