@@ -22,18 +22,10 @@ from dqn.report.sweep_report import write_report
 from dqn.tracking.recorder import JOURNAL, SENT
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env, wait_until
+from tests.test_sweep import TINY_JOB
 
 SHORT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-JOB = [
-    "total_steps=1000",
-    "learning_starts=300",
-    "eval_every=500",
-    "eval_episodes=1",
-    "env.eval_max_episode_steps=100",
-    "network=mlp_small",
-    "checkpoint_every=0",
-    "mlflow.log_model=false",
-]
+JOB = [*TINY_JOB, "mlflow.log_model=false"]
 # Long enough to be signalled mid-training on an idle machine too; checkpoints often, so a kill has one behind it.
 LONG_JOB = [*JOB, "total_steps=20000", "eval_every=1000", "checkpoint_every=1500"]
 

@@ -1,1 +1,0 @@
-"""The commands: training (`python -m dqn.train`), evaluation and the sweep report."""
