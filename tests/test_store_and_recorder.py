@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dqn.tracking.recorder import Recorder, ended
+from dqn.tracking.recorder import Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (
     TrackingUnavailable,
     experiment_name,
@@ -68,6 +68,31 @@ def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, tmp_path, error,
     assert run.info.status == status
     assert [(m.step, m.value) for m in client.get_metric_history(recorder.run_id, "loss")] == [(7, 1.0)]
     assert "stop" in run.data.tags["end_reason"]
+
+
+def test_an_error_after_a_stop_signal_ends_the_run_killed(store, tmp_path):
+    """A second Ctrl-C inside a library (the model export) can surface as that library's own error."""
+    recorder = new_recorder(store, tmp_path)
+    with pytest.raises(RuntimeError), ended(recorder, signalled=lambda: True):
+        raise RuntimeError("export interrupted")
+    run = MlflowClient(store).get_run(recorder.run_id)
+    assert run.info.status == "KILLED" and "export interrupted" in run.data.tags["end_reason"]
+
+
+def test_a_failed_delivery_keeps_every_metric_on_disk_and_sends_it_later(store, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would take minutes
+    client, experiment_id = open_store(store, "exp")
+    run_id = client.create_run(experiment_id).info.run_id
+    unreachable = MlflowClient("http://127.0.0.1:9")  # nothing listens: every write fails at once
+    recorder = Recorder(unreachable, run_id, tmp_path, flush_seconds=3600)
+    for step in range(1, 301):
+        recorder.log({"loss": float(step)}, step)
+    with pytest.raises(TrackingUnavailable, match="metrics are kept in"):
+        recorder.close("FINISHED")
+    send_journal(client, run_id, Journal(tmp_path))  # what `resume=` does once the store is back
+    assert sorted(m.step for m in client.get_metric_history(run_id, "loss")) == list(range(1, 301))
+    send_journal(client, run_id, Journal(tmp_path))  # nothing is sent twice
+    assert len(client.get_metric_history(run_id, "loss")) == 300
 
 
 def test_reopened_run_continues_without_duplicates(store, tmp_path):
