@@ -152,9 +152,10 @@ UI_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def ui_address(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Where the MLflow UI shows the run (or the experiment): the server itself, or `make ui` for the
-    embedded store."""
-    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    """Where the MLflow UI shows the run (or the experiment): the server itself, or `make ui` for the embedded
+    store. `workflowType=machine_learning` opens MLflow 3's "Model training" view (runs, metrics) instead of
+    its GenAI overview."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
         return f"view at {uri.rstrip('/')}/{page}"
     return f"view at http://127.0.0.1:5000/{page} after `make ui`"
