@@ -6,6 +6,9 @@ from typing import Any
 
 import gymnasium
 
+SOLVED = 200.0
+"""LunarLander's "solved" return: an episode at or above it lands well; the one threshold the package uses."""
+
 
 def make_env(
     env_id: str, max_episode_steps: int | None = None, render_mode: str | None = None, **kwargs: Any

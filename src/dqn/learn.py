@@ -21,9 +21,9 @@ import numpy as np
 
 from dqn.buffer import NStepTransitions
 from dqn.config import MAX_EVAL_EPISODES, TrainConfig
-from dqn.environment import make_env
+from dqn.environment import SOLVED, make_env
 from dqn.estimator import ActionValueEstimator, compute_target_values
-from dqn.policy import SOLVED, Episode, evaluate_episodes, select_action
+from dqn.policy import Episode, evaluate_episodes, select_action
 from dqn.schedules import make_schedule
 from dqn.state import TrainingState
 

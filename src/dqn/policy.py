@@ -10,9 +10,6 @@ import torch
 
 from dqn.estimator import ActionValueEstimator
 
-SOLVED = 200.0
-"""An episode return of at least this counts as a success (LunarLander's "solved" threshold)."""
-
 
 def select_action(
     env: gymnasium.Env,

@@ -28,10 +28,10 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
 from dqn.config import SEED_LIMIT, TrackingConfig, describe, register_resolvers
-from dqn.environment import make_env
+from dqn.environment import SOLVED, make_env
 from dqn.estimator import ActionValueEstimator
-from dqn.policy import SOLVED, Episode, evaluate_episodes
-from dqn.tracking.store import TrackingUnavailable, check_reachable, tracking_uri
+from dqn.policy import Episode, evaluate_episodes
+from dqn.tracking.store import TrackingUnavailable, check_reachable, sqlite_path, tracking_uri
 from dqn.video import record_episode
 
 WEIGHTS = "lunar-dqn.pth"
@@ -156,7 +156,8 @@ def run_client(settings: EvaluateConfig) -> MlflowClient:
     """A client of the store that holds `run_id`; refuses a missing store or run instead of creating one."""
     uri = tracking_uri(settings.mlflow.tracking_uri, Path.cwd())
     check_reachable(uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
         raise EvaluationError(f"run_id={settings.run_id}: no such run: there is no tracking store at {uri}")
     client = MlflowClient(uri)
     try:

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.stats import norm, permutation_test, trim_mean
 
-SOLVED = 200.0  # LunarLander's "solved" return
+from dqn.environment import SOLVED
+
 HOVER = 0.5  # a seed hovers when more than this share of its scoring evaluation hit the time limit
 RESAMPLES = 2000
 RNG_SEED = 0  # the same sweep gives the same CI and p-values every time the report is made
