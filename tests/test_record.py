@@ -202,7 +202,7 @@ def test_a_hard_killed_run_is_taken_over_by_resume_with_no_gap(project, store):
     run_id = json.loads((folder / "run.json").read_text())["run_id"]
     client = MlflowClient(store)
     with pytest.raises(ResumeError, match="a live process is working on it"):
-        claim(client.get_run(run_id))
+        claim(client.get_run(run_id), project / "another-job")
     job.send_signal(signal.SIGKILL)
     job.communicate(timeout=60)
     assert client.get_run(run_id).info.status == "RUNNING"
