@@ -71,7 +71,7 @@ class Progress:
         rate = (self.step - self.first_step) / elapsed if elapsed > 0 else 0.0
         done = f"step {self.step}"
         if self.total:
-            left = f", ETA {duration((self.total - self.step) / rate)}" if rate > 0 else ""
+            left = f", ETA {duration((self.total - self.step) / rate)}" if rate > 0 and self.step < self.total else ""
             done = f"step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%){left}"
         figures = " ".join(f"{k}={v}" for k, v in self.fields.items())
         log.info("%s, %.0f env steps/s %s", done, rate, figures)

@@ -386,7 +386,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
             held.release()
 
     final = score(recorder.history, settings.keep_best)
-    log.info("done: score %s; outputs in %s", final, out_dir)
+    log.info("done: score %s; outputs in %s", "none" if final is None else f"{final:.1f}", out_dir)
     return final
 
 
