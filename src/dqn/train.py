@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dqn import models, tracking
+from dqn import models, tracking, trial
 from dqn.config import ConfigError, TrainConfig, register_configs, validate
 from dqn.learn import CheckpointMismatch, check_checkpoint, learn
 from dqn.plots import learning_curve
@@ -263,6 +263,8 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
             "sweep_id": sweep["sweep_id"],
             "group": group_name(overrides, sweep["swept"]),
         }
+    if settings.trial.number is not None:  # a seed of an Optuna search's trial (dqn.search)
+        tags["trial_number"] = str(settings.trial.number)
     run = client.create_run(experiment_id, run_name=run_name(overrides, settings.seed), tags=tags)
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
     log.info("run %s (%s) tracked at %s", run.info.run_id, run.info.run_name, uri)
@@ -303,6 +305,9 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                     return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
 
                 deliver(settings, recorder, checkpoint, out_dir, stop_requested)
+    except trial.Pruned as pruned:  # the run is KILLED and tagged pruned; the worker moves on
+        log.warning("%s", pruned)
+        return None
     except KeyboardInterrupt as error:
         raise Interrupted(str(error), recorder.run_id if recorder else None) from None
     finally:
@@ -336,10 +341,12 @@ def deliver(
         recorder.log_artifact(out_dir / CHECKPOINT, "checkpoint")
 
     progress = Progress(settings.total_steps)
+    prune = trial.pruning(settings, recorder)  # raises trial.Pruned at an evaluation of a pruned search trial
 
     def record(metrics: dict[str, float], step: int) -> None:
         recorder.log(metrics, step)
         progress.update(metrics, step)
+        prune(metrics, step)
 
     try:
         estimator = learn(settings, record, save, checkpoint, stop_requested)
