@@ -201,7 +201,7 @@ class SearchConfig:
     storage: str | None = None
     """Optuna RDB storage URL; null: SQLite beside the embedded MLflow store, `mlruns/optuna.db`."""
     sampler: str = "tpe"
-    """tpe, random or grid (grid takes choice/range params only; n_trials is capped at the grid's size)."""
+    """tpe, random or grid (grid takes choice/range params only, and stops once each point has run)."""
     sampler_seed: int | None = None
     """Seeds the sampler (a batch's parallel asks still depend on timing)."""
     n_startup_trials: int = 5
