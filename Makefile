@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,server]'
 	touch $@
 
-.PHONY: help install train test lint format ui server sweep report evaluate trained bench bench-quick profile constraints clean
+.PHONY: help install train test lint format ui server sweep search report evaluate trained bench bench-quick profile constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ format: $(STAMP) ## ruff fix and format
 
 sweep: $(STAMP) ## run the local_optimum sweep (45 jobs) on all local cores, then report it (ARGS= to shorten)
 	$(BIN)/python -m dqn.train sweep=local_optimum hydra/launcher=joblib $(ARGS)
+
+search: $(STAMP) ## run the local_optimum Optuna search (15 trials x 3 seeds, pruned) on all local cores (ARGS= to shorten)
+	$(BIN)/python -m dqn.train search=local_optimum hydra/launcher=joblib $(ARGS)
 
 report: $(STAMP) ## print the report of the most recent sweep (python -m dqn.cli.compare)
 	$(BIN)/python -m dqn.cli.compare $(ARGS)

@@ -116,12 +116,25 @@ class MlflowConfig(TrackingConfig):
 
 
 @dataclass
+class TrialConfig:
+    """Where a job of an Optuna search reports its evaluations; set by the search (`dqn.search`), null otherwise."""
+
+    study: str | None = None
+    """The study's name."""
+    storage: str | None = None
+    """The study's Optuna storage URL."""
+    number: int | None = None
+    """The trial this job is one seed of."""
+
+
+@dataclass
 class TrainConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     buffer: BufferConfig = field(default_factory=BufferConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig)
 
     seed: int = 0
     """Seeds Python, numpy, torch, the env and its action space."""
@@ -182,6 +195,44 @@ class TrainConfig:
     """Register the final model in MLflow's model registry as `mlflow.registered_model_name`."""
     resume: str | None = None
     """A KILLED or FAILED run's id: continue it from its last checkpoint, into the same MLflow run."""
+
+
+OPTUNA_SWEEPER = "hydra_plugins.dqn_sweeper.optuna_sweeper.OptunaSweeper"
+"""Hydra instantiates only plugins under `hydra_plugins`; that class hands the work to `dqn.search`."""
+
+
+@dataclass
+class SearchConfig:
+    """`hydra/sweeper=optuna`: an Optuna search (conf/hydra/sweeper/optuna.yaml; checked by `dqn.search`)."""
+
+    _target_: str = OPTUNA_SWEEPER
+    params: dict[str, str] = field(default_factory=dict)
+    """The search space in Hydra's sweep syntax: `lr: tag(log, interval(1e-4, 3e-3))`, `batch_size: choice(32, 64)`,
+    `n_step: range(1, 5)`; a plain value is fixed. Sweep overrides on the command line join it."""
+    n_trials: int = 20
+    """Trials the study ends with, counting the ones earlier or concurrent commands ran: COMPLETE, PRUNED and
+    FAIL (its jobs failed). A trial cut short by a stopped or killed command does not count: it is run again."""
+    seeds_per_trial: int = 3
+    """Seeds each trial trains, one job each (seeds seed, seed+1, ...); its value is their mean final score."""
+    n_jobs: int = 2
+    """Trials per batch: the launcher gets n_jobs * seeds_per_trial jobs at once and runs them on its workers."""
+    study_name: str | None = None
+    """null: `search-` and a hash of the search (space, seeds, the other overrides), so the same command
+    continues the same study and a different search gets its own."""
+    storage: str | None = None
+    """Optuna RDB storage URL; null: SQLite beside the embedded MLflow store, `mlruns/optuna.db`."""
+    sampler: str = "tpe"
+    """tpe, random or grid (grid takes choice/range params only, and stops once each point has run)."""
+    sampler_seed: int | None = None
+    """Seeds the sampler (a batch's parallel asks still depend on timing)."""
+    n_startup_trials: int = 5
+    """TPE: random trials before it models the results."""
+    pruner: str = "median"
+    """median, successive_halving or none."""
+    pruner_startup_trials: int = 3
+    """median: COMPLETE trials needed before it prunes anything."""
+    pruner_warmup_steps: int = 0
+    """median: env steps before a trial can be pruned."""
 
 
 class ConfigError(ValueError):
@@ -395,7 +446,10 @@ def register_resolvers() -> None:
 
 def register_configs() -> None:
     """Store the schema as `train_schema`; `conf/train.yaml` lists it first in its defaults,
-    so every group option is merged into (and checked against) a typed node."""
+    so every group option is merged into (and checked against) a typed node. The Optuna sweeper's
+    schema is `hydra/sweeper/optuna_schema`, the base of conf/hydra/sweeper/optuna.yaml."""
     from hydra.core.config_store import ConfigStore  # here, so the algorithm can import this module without Hydra
 
-    ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(group="hydra/sweeper", name="optuna_schema", node=SearchConfig)

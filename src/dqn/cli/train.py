@@ -43,6 +43,7 @@ from dqn.config import (
 from dqn.learn import learn
 from dqn.report.figures import learning_curve
 from dqn.state import CheckpointMismatch, check_checkpoint, migrate
+from dqn.search import trial
 from dqn.tracking import models
 from dqn.tracking.recorder import HEARTBEAT_TAG, Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (
@@ -328,6 +329,8 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
             "sweep_id": sweep["sweep_id"],
             "group": group_name(overrides, sweep["swept"]),
         }
+    if settings.trial.number is not None:  # a seed of an Optuna search's trial (dqn.search)
+        tags["trial_number"] = str(settings.trial.number)
     run = client.create_run(experiment_id, run_name=run_name(tags["group"], settings.seed), tags=tags)
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
     address = ui_address(uri, experiment_id, run.info.run_id)
@@ -379,6 +382,9 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                     return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
 
                 deliver(settings, recorder, checkpoint, out_dir, stop_requested)
+    except trial.Pruned as pruned:  # the run is KILLED and tagged pruned; the worker moves on
+        log.warning("%s", pruned)
+        return None
     except KeyboardInterrupt as error:
         raise Interrupted(str(error), recorder.run_id if recorder else None, signalled.requeue) from None
     finally:
@@ -412,10 +418,12 @@ def deliver(settings: TrainConfig, recorder: Recorder, checkpoint: dict | None, 
     start = checkpoint["step"] if checkpoint else 0  # a resumed run continues its counts
     episodes = sum(step <= start for step, _ in recorder.history.get("episode_return", []))
     progress = Progress(settings.total_steps, start, episodes)
+    prune = trial.pruning(settings, recorder)  # raises trial.Pruned at an evaluation of a pruned search trial
 
     def record(metrics: dict[str, float], step: int) -> None:
         recorder.log(metrics, step)
         progress.update(metrics, step)
+        prune(metrics, step)
 
     try:
         estimator = learn(settings, record, save, checkpoint, stop_requested)

@@ -2,7 +2,9 @@
 
 Ranks the sweep's groups by the IQM of their seeds' scores (the fresh final evaluation of each run's
 delivered weights), tests the best against every other group (`dqn.report.statistics`), writes report.csv,
-report.md, curves.png and finals.png, and logs the four to the sweep's parent run.
+report.md, curves.png and finals.png, and logs them to the sweep's parent run. In an Optuna
+search (`dqn.search`), the runs of pruned trials are listed with their last evaluation, not counted
+as seeds: they stopped early, and their score would not be a score of the config.
 """
 
 from __future__ import annotations
@@ -43,8 +45,23 @@ LEGEND = (
 )
 
 
+PRUNED = "PRUNED"  # the status the report gives a job of a pruned search trial
+
+
 class ReportError(Exception):
     """A sweep that cannot be reported; the message is the one line the user sees."""
+
+
+@dataclass(frozen=True)
+class PrunedRun:
+    """A job of a pruned search trial: where it stopped and its last greedy evaluation there."""
+
+    name: str
+    group: str
+    trial: str
+    seed: int | None
+    step: int | None
+    last_eval: float | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,7 @@ class Report:
     files: list[Path]
     finished: int = 0  # the sweep's FINISHED jobs, with a score or not
     score: str = ""  # which metric scored the seeds
+    pruned: tuple[PrunedRun, ...] = ()  # jobs of pruned search trials, not counted as seeds
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep_id: str | None) -> Run:
@@ -112,13 +130,14 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
         ["attributes.start_time ASC"],
     )
     seeds = [seed_run(client, job) for job in jobs]
+    pruned = tuple(pruned_run(client, job) for job in jobs if is_pruned(job))
     skipped = dict(Counter(seed.status for seed in seeds if seed.status != "FINISHED"))
     if len(seeds) == sum(skipped.values()):
         raise ReportError(f"sweep {sweep_id!r} has no finished runs{_skipped_text(skipped, ' (', ')')}")
 
     rows = summarize(seeds)
     finished = sum(seed.status == "FINISHED" for seed in seeds)
-    report = Report(sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds))
+    report = Report(sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds), pruned)
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = iqm_curves(seeds)
     scored = [row for row in rows if row.seeds]
@@ -201,6 +220,8 @@ def seed_run(client: MlflowClient, run: Run) -> SeedRun:
     group = run.data.tags.get("group", "(no group tag)")
     seed = run.data.params.get("seed")
     seed = int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+    if is_pruned(run):
+        return SeedRun(group, seed, None, status=PRUNED)
     if run.info.status != "FINISHED":
         return SeedRun(group, seed, None, status=run.info.status)
     returns = history(client, run.info.run_id, "eval_return_mean")
@@ -218,6 +239,41 @@ def seed_run(client: MlflowClient, run: Run) -> SeedRun:
         evals=evals,
         scored_by=LAST_SCORE,
     )
+
+
+def is_pruned(run: Run) -> bool:
+    """A job a pruner stopped (dqn.search.trial), or a seed of a trial that was pruned while it ran to the end."""
+    return run.data.tags.get("pruned") == "true" or run.data.tags.get("trial_state") == PRUNED
+
+
+def pruned_run(client: MlflowClient, run: Run) -> PrunedRun:
+    seed = run.data.params.get("seed")
+    evals = history(client, run.info.run_id, LAST_SCORE)
+    return PrunedRun(
+        name=run.info.run_name or run.info.run_id,
+        group=run.data.tags.get("group", "(no group tag)"),
+        trial=run.data.tags.get("trial_number", "-"),
+        seed=int(seed) if seed is not None and seed.isdigit() else None,
+        step=evals[-1][0] if evals else None,
+        last_eval=evals[-1][1] if evals else None,
+    )
+
+
+def pruned_table(pruned: tuple[PrunedRun, ...]) -> str:
+    """The pruned jobs, by trial, as a markdown table (empty when there are none)."""
+    if not pruned:
+        return ""
+    lines = [
+        f"Pruned runs ({len(pruned)}, not counted as seeds): where each stopped and its last {LAST_SCORE}.",
+        "",
+        "| trial | group | seed | stopped at step | last eval_return_mean |",
+        "|---|---|---|---|---|",
+    ]
+    for run in sorted(pruned, key=lambda r: (r.trial, r.seed if r.seed is not None else -1)):
+        last = "-" if run.last_eval is None else f"{run.last_eval:.1f}"
+        seed = "-" if run.seed is None else run.seed
+        lines.append(f"| {run.trial} | {run.group.replace('|', '/')} | {seed} | {run.step or '-'} | {last} |")
+    return "\n".join(lines)
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -268,6 +324,7 @@ def write_markdown(report: Report, path: Path) -> Path:
         markdown_table(report.rows),
         f"**Verdict:** {report.verdict.headline}",
         "\n".join(f"- {line}" for line in report.verdict.details),
+        pruned_table(report.pruned),
         "![IQM of greedy evaluation returns against env steps](curves.png)",
         "![Score of every seed](finals.png)",
     ]
@@ -325,6 +382,7 @@ def render(report: Report) -> str:
             markdown_table(report.rows),
             f"Verdict: {report.verdict.headline}",
             *(f"  - {line}" for line in report.verdict.details),
+            *([pruned_table(report.pruned)] if report.pruned else []),
             f"Wrote {', '.join(path.name for path in report.files)} to {folder}, logged to run {report.parent_run_id}.",
         ]
     )

@@ -23,11 +23,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from dqn.config import OPTUNA_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
 from dqn.report.sweep_report import render, write_report
 from dqn.tracking.store import TrackingUnavailable, experiment_name, git_commit, open_store, tracking_uri, ui_address
@@ -38,7 +40,7 @@ STOP_FILE = "STOP"
 SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
 
 
-PLUMBING = ("mlflow.", "hydra", "+hydra", "~", "resume=")
+PLUMBING = ("mlflow.", "hydra", "+hydra", "~", "resume=", "trial.")
 
 
 def config_overrides(overrides: list[str]) -> list[str]:
@@ -78,15 +80,34 @@ def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def checked_search(config: DictConfig) -> Any:
+    """The Optuna search `hydra/sweeper=optuna` describes, checked and its study opened (`dqn.search`), or
+    None under another sweeper. A bad search exits 2 with one line, before the parent run exists."""
+    if config.hydra.sweeper.get("_target_") != OPTUNA_SWEEPER:
+        return None
+    from dqn.search.sweeper import check_search, open_study
+
+    try:
+        search = check_search(config, GlobalHydra.instance().config_loader())
+        open_study(search)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return search
+
+
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run before the jobs and ends it, with the report, after them."""
 
     def __init__(self) -> None:
         self.client = self.parent_id = self.sweep_dir = None
         self.stopped_by: str | None = None
+        self.study: str | None = None  # an Optuna search's study name
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
+        search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
+        self.study = search.study_name if search is not None else None
         if not config.mlflow.enabled:
             return
         root = Path.cwd()
@@ -115,7 +136,13 @@ class MlflowSweepCallback(Callback):
             "git_commit": commit,
             "mlflow.source.git.commit": commit,
         }
-        run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+        if search is None:
+            run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
+        else:  # the study's one parent run, shared by every command that runs it
+            from dqn.search.sweeper import study_parent
+
+            run = study_parent(self.client, experiment_id, search, tags)
+            sweep_id = run.data.tags["sweep_id"]
         self.parent_id = run.info.run_id
         info = {"sweep_id": sweep_id, "parent_run_id": self.parent_id, "swept": swept_keys(config)}
         (self.sweep_dir / SWEEP_FILE).write_text(json.dumps(info, indent=2))
@@ -149,9 +176,14 @@ class MlflowSweepCallback(Callback):
         if self.stopped_by is not None:
             self.client.set_tag(self.parent_id, "end_reason", f"{self.stopped_by}: the sweep was stopped")
             self._end(RunStatus.KILLED)
+            again = (
+                f"the same command continues study {self.study}, running its interrupted trials again"
+                if self.study
+                else "each resumes with python -m dqn.train resume=<run id>"
+            )
             print(
-                f"{self.stopped_by}: sweep stopped; {failed} job(s) KILLED or FAILED (each resumes with "
-                "python -m dqn.train resume=<run id>), jobs not started were skipped",
+                f"{self.stopped_by}: sweep stopped; {failed} job(s) KILLED or FAILED ({again}), jobs not started "
+                "were skipped",
                 file=sys.stderr,
             )
             raise SystemExit(128 + signal.Signals[self.stopped_by].value)
@@ -166,15 +198,23 @@ class MlflowSweepCallback(Callback):
             max_results=10_000,
         )
 
+    def _own(self, run) -> bool:
+        """A job of this command (an Optuna study's parent also holds other commands' jobs)."""
+        return Path(run.data.tags.get("output_dir", "/")).is_relative_to(self.sweep_dir)
+
     def _failed_jobs(self) -> int:
-        return sum(r.info.status in ("FAILED", "KILLED") for r in self._children())
+        """This command's jobs that ended FAILED or KILLED, a pruned job (dqn.search.trial) excepted."""
+        return sum(
+            r.info.status in ("FAILED", "KILLED") and r.data.tags.get("pruned") != "true" and self._own(r)
+            for r in self._children()
+        )
 
     def _abandon(self) -> None:
         """End the parent, and jobs a dying launcher killed before they could end themselves, as KILLED."""
         if self.parent_id is None or self.client.get_run(self.parent_id).info.status != "RUNNING":
             return
         for run in self._children():
-            if run.info.status == "RUNNING":
+            if run.info.status == "RUNNING" and self._own(run):
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
         self._end(RunStatus.KILLED)
 

@@ -1,0 +1,145 @@
+"""What an Optuna search leaves when its command ends: the study's trials as trials.csv and trials.md,
+Optuna's optimisation history and param importances as PNG, and the best trial on the study's parent run.
+
+Written after every command into its sweep folder, so a resumed or shared study's latest files cover all
+its trials. The configs' seed-level comparison is `dqn.report.sweep_report`'s report, which the sweep callback adds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+
+from dqn.search.sweeper import INTERRUPTED, SCORES, Search  # noqa: E402
+from dqn.search.trial import PRUNED  # noqa: E402
+
+log = logging.getLogger("dqn")
+ARTIFACTS = "search"  # the parent run's folder for these files
+
+
+def write_results(
+    study: optuna.Study, search: Search, out_dir: Path, mlflow: tuple[MlflowClient, Run] | None
+) -> list[Path]:
+    """Write the files into `out_dir`, log them and the best trial to the parent run; return the files."""
+    trials = study.get_trials(deepcopy=False)
+    rows = [trial_row(trial, search) for trial in trials]
+    best = best_trial(study)
+    files = [write_csv(rows, out_dir / "trials.csv"), write_markdown(rows, best, search, out_dir / "trials.md")]
+    files += plots(study, out_dir)
+    if best is not None:
+        log.info("best trial %d: %s = %.1f", best.number, best.params, best.value)
+    if mlflow is not None:
+        client, parent = mlflow
+        if best is not None:
+            client.set_tag(parent.info.run_id, "best_trial", str(best.number))
+            client.set_tag(parent.info.run_id, "best_params", json.dumps(best.params))
+            client.log_metric(parent.info.run_id, "best_value", best.value, step=len(trials))
+        for path in files:
+            client.log_artifact(parent.info.run_id, str(path), ARTIFACTS)
+    return files
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The COMPLETE trial with the highest mean score; None before any."""
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def trial_row(trial: FrozenTrial, search: Search) -> dict[str, Any]:
+    """One line of trials.csv: number, state, value, the params, the seeds' scores, where it was pruned."""
+    attrs = trial.user_attrs
+    notes = []
+    if INTERRUPTED in attrs:
+        notes.append(f"interrupted ({attrs[INTERRUPTED]}), queued again")
+    if "rerun_of" in attrs:
+        notes.append(f"rerun of trial {attrs['rerun_of']}")
+    if "failed_seeds" in attrs:
+        notes.append(f"failed seeds {attrs['failed_seeds']}")
+    pruned = attrs.get(PRUNED, {})
+    return {
+        "number": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        **{name: trial.params.get(name) for name in search.space},
+        "seed_scores": " ".join(f"{seed}:{score:.1f}" for seed, score in attrs.get(SCORES, {}).items()),
+        "pruned_at_step": pruned.get("step"),
+        "note": "; ".join(notes),
+    }
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return path
+
+
+def write_markdown(rows: list[dict[str, Any]], best: FrozenTrial | None, search: Search, path: Path) -> Path:
+    counts = {state.name: sum(row["state"] == state.name for row in rows) for state in TrialState}
+    summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines = [
+        f"# Study {search.study_name}",
+        "",
+        f"Sampler {search.settings.sampler}, pruner {search.settings.pruner}, {len(search.seeds)} seeds per trial "
+        f"(value: the mean of their final_eval_return_mean), {search.n_trials} trials requested: {summary}.",
+        "",
+        f"Best: trial {best.number}, {best.value:.1f}, {best.params}" if best else "Best: no COMPLETE trial yet.",
+        "",
+    ]
+    if rows:
+        header = list(rows[0])
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(_cell(row[key]) for key in header) + " |" for row in rows]
+    lines += ["", "![Optimisation history](optimization_history.png)", "", "![Importances](param_importances.png)"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def plots(study: optuna.Study, out_dir: Path) -> list[Path]:
+    """Optuna's own figures (its matplotlib backend); one that Optuna cannot draw yet (importances need two
+    COMPLETE trials that differ) is left out with a log line."""
+    from optuna.visualization import matplotlib as figures
+
+    drawn = []
+    if not any(trial.state == TrialState.COMPLETE for trial in study.get_trials(deepcopy=False)):
+        log.info("no COMPLETE trial yet: no optimisation history nor importances")
+        return drawn
+    for name, draw in (
+        ("optimization_history.png", figures.plot_optimization_history),
+        ("param_importances.png", figures.plot_param_importances),
+    ):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the matplotlib backend is "experimental"
+                axes = draw(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.savefig(out_dir / name, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            drawn.append(out_dir / name)
+        except Exception as error:  # too few trials, a single value: Optuna says why
+            log.info("%s not drawn: %s", name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+    return drawn

@@ -1,0 +1,409 @@
+"""`hydra/sweeper=optuna`: an Optuna search over the training config, whose trials a lucky seed cannot fool.
+
+Each trial trains `seeds_per_trial` seeds (seed, seed+1, ...: the same seeds in every trial, so trials differ
+by their config and not by their luck), one job each, launched in one batch through whichever Hydra launcher
+is configured. The trial's value is the mean of the seeds' final scores (`final_eval_return_mean`, fresh
+greedy episodes of the weights each job delivers): a seed that lands in a local optimum drags its config
+down, a lucky one lifts it by only 1/seeds of its luck. With 3 seeds the IQM would be that same mean
+(trimming 25% of 3 cuts nothing). A trial with a failed job is FAIL. Jobs report their evaluations to the
+trial and stop at the next one once it is pruned (`dqn.trial`).
+
+The study lives in an Optuna RDB storage (SQLite `mlruns/optuna.db` by default) and outlives the command.
+Planning a batch (ending the trials of commands that are gone, counting, asking) happens under a lock
+file beside a SQLite storage, so commands that share a study never ask past `n_trials` nor rerun a lost
+trial twice. A trial cut short by a stopped or killed command ends FAIL, tagged `interrupted`, does not
+count, and is queued to be run again with the same params.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import socket
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext, TaskFunction
+from mlflow import MlflowClient
+from mlflow.entities import Run, RunStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from dqn.tracking.store import FolderLock, first_line, folder_in_use, sqlite_path, store_lock, tracking_uri
+from dqn.config import ConfigError, SearchConfig, validate
+from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
+from dqn.tracking.sweep import PLUMBING, read_sweep, sweep_stopping
+from dqn.search.trial import PRUNED, PRUNER, engine_kwargs, trial_means
+
+log = logging.getLogger("dqn")
+SAMPLERS = ("tpe", "random", "grid")
+PRUNERS = ("median", "successive_halving", "none")
+OWNER = "owner"  # trial user attr: {"sweep_dir", "host"}, the command running it
+INTERRUPTED = "interrupted"  # trial user attr: why a FAIL trial does not count (it is queued again)
+SEARCH = "search"  # study user attr: what the study searches (`Search.signature`)
+SCORES = "seed_scores"  # trial user attr: {seed: final score}
+
+
+@dataclass(frozen=True)
+class Search:
+    """A checked search: the space Optuna samples, the overrides every job shares, the seeds, the study."""
+
+    settings: SearchConfig
+    space: dict[str, BaseDistribution]
+    declared: dict[str, str]  # each param as written, e.g. {"lr": "tag(log, interval(1e-4, 3e-3))"}
+    fixed: list[str]  # the other overrides, given to every job
+    seeds: list[int]
+    study_name: str
+    storage: str
+    n_trials: int
+    grid: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        """What makes two commands the same search: continuing a study with another one would mix objectives."""
+        return {"space": self.declared, "seeds": self.seeds, "overrides": sorted(without_plumbing(self.fixed))}
+
+    @property
+    def pruner(self) -> dict[str, Any]:
+        s = self.settings
+        return {"kind": s.pruner, "n_startup_trials": s.pruner_startup_trials, "n_warmup_steps": s.pruner_warmup_steps}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The study's parent MLflow run's tags."""
+        return {
+            "dqn.search": "optuna",
+            "study_name": self.study_name,
+            "optuna_storage": self.storage,
+            "sampler": self.settings.sampler,
+            "pruner": self.settings.pruner,
+            "search_space": json.dumps(self.declared),
+            "seeds_per_trial": str(len(self.seeds)),
+            "n_trials": str(self.n_trials),
+        }
+
+    def jobs(self, trial: optuna.Trial | FrozenTrial) -> list[list[str]]:
+        """One job per seed: the shared overrides, the trial's params, the seed, and where to report."""
+        params = [f"{name}={override_value(trial.params[name])}" for name in self.space]
+        where = [
+            f"trial.study={quoted(self.study_name)}",
+            f"trial.storage={quoted(self.storage)}",
+            f"trial.number={trial.number}",
+        ]
+        return [[*self.fixed, *params, f"seed={seed}", *where] for seed in self.seeds]
+
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        s = self.settings
+        if s.sampler == "grid":
+            return optuna.samplers.GridSampler(self.grid, seed=s.sampler_seed)
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=s.sampler_seed)
+        return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=s.sampler_seed)
+
+
+def check_search(config: DictConfig, loader: Any) -> Search:
+    """The search `config.hydra.sweeper` describes; raises ConfigError, in one line, on anything a job would
+    trip on: unknown sampler or pruner, counts below 1, an empty space, a bound the training schema refuses
+    (each choice and both ends of each range are composed with `loader` and validated), a storage that
+    cannot be used, or a study of that name that searches something else."""
+    settings: SearchConfig = OmegaConf.to_object(OmegaConf.merge(SearchConfig, config.hydra.sweeper))
+    check_settings(settings)
+    space, declared, fixed = parse_space(settings.params, list(config.hydra.overrides.task))
+    grid = grid_of(space, declared) if settings.sampler == "grid" else {}
+    for name, distribution in space.items():
+        for value in bounds(distribution):
+            check_value(config, loader, fixed, name, declared[name], value)
+    fixed = [o for o in fixed if not o.startswith("seed=")]  # the seeds are the search's own
+    seeds = [config.seed + i for i in range(settings.seeds_per_trial)]
+    storage = settings.storage or default_storage(config)
+    search = Search(settings, space, declared, fixed, seeds, "", storage, settings.n_trials, grid)
+    digest = hashlib.sha256(json.dumps(search.signature, sort_keys=True).encode()).hexdigest()[:8]
+    name = settings.study_name or f"search-{digest}"
+    _check(bool(re.fullmatch(r"[\w.\-]{1,100}", name)), "study_name", name, "1 to 100 letters, digits, '_', '.', '-'")
+    _check(
+        storage != tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
+        "storage",
+        storage,
+        "a database of its own (Optuna's and MLflow's tables clash in one)",
+    )
+    return replace(search, study_name=name)
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: allowed {allowed}")
+
+
+def check_settings(s: SearchConfig) -> None:
+    _check(s.sampler in SAMPLERS, "sampler", s.sampler, ", ".join(SAMPLERS))
+    _check(s.pruner in PRUNERS, "pruner", s.pruner, ", ".join(PRUNERS))
+    for key in ("n_trials", "seeds_per_trial", "n_jobs", "n_startup_trials"):
+        _check(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
+    for key in ("pruner_startup_trials", "pruner_warmup_steps"):
+        _check(getattr(s, key) >= 0, key, getattr(s, key), "an integer >= 0")
+
+
+def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, text: str, value: Any) -> None:
+    """Compose a job with `name` at `value`, as the launcher will, and validate it as training would."""
+    override = f"{name}={override_value(value)}"
+    try:
+        job = loader.load_sweep_config(config, [*fixed, override])
+        with open_dict(job):
+            del job["hydra"]
+        validate(OmegaConf.to_object(job))
+    except ConfigError as error:
+        raise ConfigError(f"search space {name}={text} reaches {error}") from None
+    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
+        raise ConfigError(f"search space {name}={text}: {override} fails: {first_line(error)}") from None
+
+
+def default_storage(config: DictConfig) -> str:
+    """SQLite beside the embedded MLflow store (`mlruns/optuna.db`); with a server, in ./mlruns.
+
+    Not MLflow's own database: Optuna's and MLflow's schemas both keep an `alembic_version` table."""
+    store = sqlite_path(tracking_uri(config.mlflow.tracking_uri, Path.cwd()))
+    folder = store.parent if store is not None else Path.cwd() / "mlruns"
+    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
+
+
+def open_study(search: Search) -> optuna.Study:
+    """The search's study, created if new; ConfigError if the storage cannot be used or a study of that
+    name searches something else."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        path = sqlite_path(search.storage)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with store_lock(search.storage):  # two processes creating a SQLite storage's tables collide
+            storage = optuna.storages.RDBStorage(search.storage, engine_kwargs=engine_kwargs(search.storage))
+            study = optuna.create_study(
+                storage=storage,
+                study_name=search.study_name,
+                sampler=search.sampler(),
+                direction="maximize",
+                load_if_exists=True,
+            )
+            known = study.user_attrs.get(SEARCH)
+            if known is None:
+                study.set_user_attr(SEARCH, search.signature)
+    except Exception as error:  # SQLAlchemy, a driver, the OS: all one line
+        raise ConfigError(
+            f"hydra.sweeper.storage={search.storage} cannot be used: {type(error).__name__}: "
+            f"{first_line(error)}"
+        ) from None
+    if known is not None and known != json.loads(json.dumps(search.signature)):
+        raise ConfigError(
+            f"hydra.sweeper.study_name={search.study_name} is a study of another search ({json.dumps(known)}): "
+            "allowed the same search, or another study_name"
+        )
+    return study
+
+
+def study_parent(client: MlflowClient, experiment_id: str, search: Search, tags: Mapping[str, str]) -> Run:
+    """The study's one parent run: the run an earlier or concurrent command opened, RUNNING again with this
+    command's settings in its tags, else a new run with `tags`. Under the storage's lock, so two commands
+    started at once make one."""
+    with store_lock(search.storage):
+        runs = client.search_runs(
+            [experiment_id],
+            f"tags.study_name = '{search.study_name}' and tags.`dqn.role` = 'sweep'",
+            order_by=["attributes.start_time ASC"],
+        )
+        runs = [run for run in runs if run.data.tags.get("optuna_storage") == search.storage]
+        if not runs:
+            return client.create_run(
+                experiment_id, run_name=f"search {search.study_name}", tags={**tags, **search.tags}
+            )
+    run_id = runs[0].info.run_id
+    client.update_run(run_id, status="RUNNING")
+    for key, value in search.tags.items():
+        client.set_tag(run_id, key, value)
+    if "end_reason" in runs[0].data.tags:
+        client.delete_tag(run_id, "end_reason")
+    return client.get_run(run_id)
+
+
+def owner_alive(trial: FrozenTrial, locked: bool) -> bool:
+    """Whether the command that runs `trial` is alive: it holds its sweep folder's lock while it lives.
+    A folder this machine cannot see is on another machine, and its command is taken as alive."""
+    owner = trial.user_attrs.get(OWNER)
+    if owner is None:  # written just after the ask, under the same lock if `locked`: else give it a minute
+        return not locked and (datetime.now() - (trial.datetime_start or datetime.now())).total_seconds() < 60
+    folder = Path(owner["sweep_dir"])
+    return folder_in_use(folder) if folder.is_dir() else owner.get("host") != socket.gethostname()
+
+
+class OptunaSearch:
+    """The sweeper's work: plan a batch of trials, launch their jobs, tell Optuna how each trial ended."""
+
+    def __init__(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context = config, hydra_context
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
+        self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        self.job_idx = 0
+        self.running: list[optuna.Trial] = []
+        self.mlflow: tuple[MlflowClient, Run] | None = None
+
+    def sweep(self, arguments: list[str]) -> optuna.Study:
+        search = check_search(self.config, self.hydra_context.config_loader)
+        study = open_study(search)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        self.mlflow = self.parent()
+        lock = FolderLock(self.sweep_dir)  # other commands see this command's trials as alive
+        log.info(
+            "study %s in %s: %d trials of %d seeds, sampler %s, pruner %s",
+            search.study_name, search.storage, search.n_trials, len(search.seeds),
+            search.settings.sampler, search.settings.pruner,
+        )  # fmt: skip
+        try:
+            while self.plan(study, search):
+                batch = [job for trial in self.running for job in search.jobs(trial)]
+                returns = self.launcher.launch(batch, initial_job_idx=self.job_idx)
+                self.job_idx += len(returns)
+                for i, trial in enumerate(self.running):
+                    chunk = returns[i * len(search.seeds) : (i + 1) * len(search.seeds)]
+                    self.finish(study, search, trial, chunk)
+                self.running = []
+        finally:
+            for trial in self.running:  # a second signal, an error: these trials did not finish here
+                with suppress(Exception):
+                    interrupt(study, trial.number, "the command running it stopped")
+            lock.release()
+        from dqn.search.results import write_results
+
+        write_results(study, search, self.sweep_dir, self.mlflow)
+        return study
+
+    def parent(self) -> tuple[MlflowClient, Run] | None:
+        """The study's parent MLflow run, which dqn.sweep's callback opened for this command."""
+        sweep = read_sweep(self.sweep_dir)
+        if not self.config.mlflow.enabled or sweep is None:
+            return None
+        client = MlflowClient(tracking_uri(self.config.mlflow.tracking_uri, Path.cwd()))
+        return client, client.get_run(sweep["parent_run_id"])
+
+    def plan(self, study: optuna.Study, search: Search) -> bool:
+        """Ask the next batch's trials into `self.running`; False when the study has its trials or the
+        command is stopping. Under the storage's lock: what is counted is what is asked."""
+        with store_lock(search.storage):
+            self.reclaim(study, locked=sqlite_path(search.storage) is not None)
+            if sweep_stopping(self.sweep_dir):
+                return False
+            to_go = search.n_trials - counted(study)
+            if search.grid:  # a grid ends when each point has run once; lost ones are queued again
+                to_go = min(to_go, grid_left(study, search.grid))
+            for _ in range(min(search.settings.n_jobs, max(to_go, 0))):
+                trial = study.ask(fixed_distributions=search.space)
+                trial.set_user_attr(OWNER, {"sweep_dir": str(self.sweep_dir), "host": socket.gethostname()})
+                trial.set_user_attr(PRUNER, search.pruner)
+                self.running.append(trial)
+        return bool(self.running)
+
+    def reclaim(self, study: optuna.Study, locked: bool) -> None:
+        """End the RUNNING trials of commands that are gone, and their RUNNING job runs, and queue them again."""
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if owner_alive(trial, locked):
+                continue
+            log.warning("trial %d: the command running it is gone; it will run again", trial.number)
+            interrupt(study, trial.number, "the command running it was killed")
+            if self.mlflow is not None:
+                for run in trial_runs(*self.mlflow, trial.number):
+                    folder = run.data.tags.get("output_dir")
+                    if run.info.status == "RUNNING" and not (folder and folder_in_use(Path(folder))):
+                        self.mlflow[0].set_tag(
+                            run.info.run_id, "end_reason", "the search command running it was killed"
+                        )
+                        self.mlflow[0].set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+    def finish(self, study: optuna.Study, search: Search, trial: optuna.Trial, returns: Sequence[JobReturn]) -> None:
+        """Tell Optuna how the trial ended: PRUNED if a job pruned it, FAIL if a job failed (or, in a stopping
+        command, interrupted: queued again), else COMPLETE with the mean final score of its seeds."""
+        scores = [r.return_value if r.status is JobStatus.COMPLETED else None for r in returns]
+        storage = study._storage
+        attrs = storage.get_trial(trial._trial_id).user_attrs
+        for step, value in trial_means(attrs).items():  # the exact means, now that every seed has reported
+            storage.set_trial_intermediate_value(trial._trial_id, step, value)
+        if PRUNED in attrs:
+            state = tell(study, trial, TrialState.PRUNED)
+        elif None in scores and sweep_stopping(self.sweep_dir):
+            interrupt(study, trial.number, "the command running it was stopped")
+            state = TrialState.FAIL
+        elif None in scores:
+            failed = [seed for seed, score in zip(search.seeds, scores, strict=True) if score is None]
+            trial.set_user_attr("failed_seeds", failed)
+            state = tell(study, trial, TrialState.FAIL)
+        else:
+            trial.set_user_attr(SCORES, {str(seed): s for seed, s in zip(search.seeds, scores, strict=True)})
+            state = tell(study, trial, TrialState.COMPLETE, sum(scores) / len(scores))
+        if self.mlflow is not None:
+            for run in trial_runs(*self.mlflow, trial.number):
+                self.mlflow[0].set_tag(run.info.run_id, "trial_state", state.name)
+
+
+def counted(study: optuna.Study) -> int:
+    """Trials that count toward n_trials: finished ones (but not the interrupted) and running ones."""
+    return sum(counts(trial) for trial in study.get_trials(deepcopy=False))
+
+
+def counts(trial: FrozenTrial) -> bool:
+    if trial.state == TrialState.FAIL:
+        return INTERRUPTED not in trial.user_attrs
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+def grid_left(study: optuna.Study, grid: Mapping[str, list[Any]]) -> int:
+    """Grid points no trial has taken yet, plus the trials queued to run again."""
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return math.prod(len(values) for values in grid.values()) - len(taken) + waiting
+
+
+def tell(study: optuna.Study, trial: optuna.Trial | int, state: TrialState, value: float | None = None) -> TrialState:
+    try:
+        study.tell(trial, value, state=state)
+    except RuntimeError as error:  # the grid sampler asks an optimize loop to stop when the grid is done
+        if "Study.stop" not in str(error):
+            raise
+    return state
+
+
+def interrupt(study: optuna.Study, number: int, why: str) -> None:
+    """A trial a stopped or killed command could not finish: FAIL, marked so it does not count, and queued
+    to run again with the same params. Another command may have done it first: then nothing happens."""
+    storage = study._storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+    trial = storage.get_trial(trial_id)
+    if trial.state.is_finished():
+        return
+    try:
+        storage.set_trial_user_attr(trial_id, INTERRUPTED, why)
+        tell(study, number, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return
+    study.enqueue_trial(trial.params, user_attrs={"rerun_of": number})
+
+
+def trial_runs(client: MlflowClient, parent: Run, number: int) -> list[Run]:
+    """The MLflow runs of a trial's jobs, in every command that ran them."""
+    return client.search_runs(
+        [parent.info.experiment_id],
+        f"tags.sweep_id = '{parent.data.tags['sweep_id']}' and tags.trial_number = '{number}'",
+    )
+
+
+def without_plumbing(overrides: Sequence[str]) -> list[str]:
+    return [o for o in overrides if not o.startswith(PLUMBING)]

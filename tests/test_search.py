@@ -1,0 +1,214 @@
+"""Optuna searches for real: `python -m dqn.train -m hydra/sweeper=optuna` through a launcher, into one study."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from dqn.config import ConfigError
+from dqn.search.space import bounds, grid_of, parse_space
+from tests.conftest import runs_of
+from tests.services import clean_env, wait_until
+
+TINY_JOB = [
+    "total_steps=1500",
+    "learning_starts=300",
+    "eval_every=500",
+    "eval_episodes=1",
+    "env.eval_max_episode_steps=100",
+    "network=mlp_small",
+    "final_eval_episodes=2",
+    "checkpoint_every=0",
+    "mlflow.log_model=false",
+]
+# Two envs whose returns lie on either side of 0 whatever the agent does: CartPole pays +1 a step, Acrobot -1.
+ENVS = "env.id=choice(CartPole-v1, Acrobot-v1)"
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dqn.train", "-m", "hydra/sweeper=optuna", *args, *TINY_JOB]
+
+
+def search(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args), cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def start(cwd: Path, *args: str, log: str) -> subprocess.Popen:
+    """The search in a process group of its own, as a terminal runs it (Ctrl-C and kill reach every worker)."""
+    with (cwd / log).open("w") as out:
+        return subprocess.Popen(command(*args), cwd=cwd, env=clean_env(), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+
+
+def storage(project: Path) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{project / 'mlruns' / 'optuna.db'}")
+
+
+def trials(project: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=storage(project)).get_trials()
+
+
+def split(runs):
+    parents = [r for r in runs if r.data.tags.get("dqn.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("dqn.role") == "job"]
+    return parents, children
+
+
+def test_the_search_space_reads_hydra_sweep_syntax():
+    space, declared, fixed = parse_space(
+        {"lr": "tag(log, interval(1e-4, 3e-3))", "batch_size": "choice(32, 64)"},
+        ["n_step=range(1, 4)", "total_steps=500"],
+    )
+    assert space == {
+        "lr": FloatDistribution(1e-4, 3e-3, log=True),
+        "batch_size": CategoricalDistribution([32, 64]),
+        "n_step": IntDistribution(1, 3, step=1),
+    }
+    assert declared["lr"] == "tag(log, interval(1e-4, 3e-3))" and fixed == ["total_steps=500"]
+    assert bounds(space["lr"]) == [1e-4, 3e-3] and bounds(space["batch_size"]) == [32, 64]  # what is validated
+    assert grid_of({"n_step": space["n_step"], "batch_size": space["batch_size"]}, declared) == {
+        "n_step": [1, 2, 3],
+        "batch_size": [32, 64],
+    }
+    with pytest.raises(ConfigError, match="lr=tag.* is invalid with hydra.sweeper.sampler=grid"):
+        grid_of(space, declared)
+
+
+def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store):
+    """A finished trial that scored 0 at every evaluation is already in the study: with the median pruner
+    from one COMPLETE trial on, the Acrobot trial (returns < 0) is pruned at its first evaluation, both
+    seeds, run at once on two joblib workers; the CartPole trial (returns > 0) completes."""
+    study = optuna.create_study(storage=storage_url(project), study_name="prune", direction="maximize")
+    envs = CategoricalDistribution(["CartPole-v1", "Acrobot-v1"])
+    zeros = {500: 0.0, 1000: 0.0, 1500: 0.0}
+    study.add_trial(optuna.trial.create_trial(params={"env.id": "CartPole-v1"}, distributions={"env.id": envs},
+                                              value=0.0, intermediate_values=zeros))  # fmt: skip
+    done = search(
+        project, ENVS, "hydra.sweeper.study_name=prune", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.pruner_startup_trials=1",
+        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = {t.params["env.id"]: t for t in trials(project, "prune")[1:]}
+    assert state["CartPole-v1"].state == TrialState.COMPLETE and state["Acrobot-v1"].state == TrialState.PRUNED
+    assert state["Acrobot-v1"].user_attrs["pruned"]["step"] == 500
+
+    client = MlflowClient(store)
+    (parent,), children = split(runs_of(store))
+    assert parent.info.status == "FINISHED" and parent.data.tags["failed_jobs"] == "0"
+    assert parent.data.tags["study_name"] == "prune" and parent.data.tags["pruner"] == "median"
+    pruned = [c for c in children if c.data.tags["trial_number"] == str(state["Acrobot-v1"].number)]
+    assert len(pruned) == 2 and {c.data.params["seed"] for c in pruned} == {"0", "1"}
+    for run in pruned:
+        assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
+        assert run.data.tags["pruned_at_step"] == "500" and "pruned at step 500" in run.data.tags["end_reason"]
+        evals = [m.step for m in client.get_metric_history(run.info.run_id, "eval_return_mean")]
+        assert evals == [500]  # it stopped at that evaluation
+        assert "final_eval_return_mean" not in run.data.metrics
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {
+        "search/trials.csv", "search/trials.md", "search/optimization_history.png", "search/param_importances.png"
+    }  # fmt: skip
+    assert parent.data.tags["best_params"] == '{"env.id": "CartPole-v1"}'
+    report = (Path(parent.data.tags["sweep_dir"]) / "report.md").read_text()
+    assert "2 PRUNED" in report and "| env.id=Acrobot-v1 | 0 | 500 |" in report
+    assert "| env.id=CartPole-v1 " in report
+
+
+def storage_url(project: Path) -> str:
+    (project / "mlruns").mkdir(exist_ok=True)
+    return f"sqlite:///{project / 'mlruns' / 'optuna.db'}"
+
+
+def reported(project: Path, name: str):
+    """A RUNNING trial whose job has logged an evaluation: a job is mid-way."""
+    try:
+        running = [t for t in trials(project, name) if t.state == TrialState.RUNNING]
+    except Exception:  # the study does not exist yet
+        return None
+    return [t for t in running if any(key.startswith("evals_seed_") for key in t.user_attrs)]
+
+
+RESUMABLE = [
+    "lr=tag(log, interval(1e-4, 3e-3))", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=3",
+    "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "total_steps=3000",
+]  # fmt: skip
+
+
+def test_a_stopped_or_killed_search_continues_with_the_same_command(project, store):
+    """Ctrl-C to the process group, then SIGKILL to it, then the same command: it ends with the three
+    trials asked for, each number once; the interrupted trials are FAIL, not counted, and run again."""
+    first = start(project, *RESUMABLE, log="first.log")
+    wait_until(lambda: reported(project, "resume"), 180, "a trial's job to evaluate", every=0.1)
+    os.killpg(first.pid, signal.SIGINT)
+    assert first.wait(timeout=180) == 130, (project / "first.log").read_text()[-3000:]
+    (parent,), _ = split(runs_of(store))
+    assert parent.info.status == "KILLED"
+
+    second = start(project, *RESUMABLE, log="second.log")
+    wait_until(lambda: reported(project, "resume"), 180, "a trial's job to evaluate again", every=0.1)
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait(timeout=60)
+
+    done = search(project, *RESUMABLE)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = trials(project, "resume")
+    numbers = [t.number for t in study]
+    assert len(numbers) == len(set(numbers))
+    assert sum(t.state == TrialState.COMPLETE for t in study) == 3
+    interrupted = [t for t in study if "interrupted" in t.user_attrs]
+    assert len(interrupted) >= 2 and all(t.state == TrialState.FAIL for t in interrupted)
+    reruns = {t.user_attrs["rerun_of"]: t for t in study if "rerun_of" in t.user_attrs}
+    for lost in interrupted:  # each lost trial ran again once, with its params
+        assert reruns[lost.number].params == lost.params
+    assert len(reruns) == len(interrupted)
+
+    (parent,), children = split(runs_of(store))  # one parent for the study, FINISHED by the last command
+    assert parent.info.status == "FINISHED"
+    assert not [c for c in children if c.info.status == "RUNNING"]  # the killed job's run was ended KILLED
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted(int(c.data.tags["trial_number"]) for c in finished) == sorted(
+        t.number for t in study if t.state == TrialState.COMPLETE
+    )
+
+
+def test_two_commands_on_one_study_share_it(project, store):
+    """Started at once on one study: four trials in all, numbered 0 to 3, each trained once, one parent run."""
+    args = ["batch_size=choice(32, 64, 128)", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "hydra.sweeper.sampler=random"]  # fmt: skip
+    commands = [start(project, *args, log=f"{i}.log") for i in range(2)]
+    for i, process in enumerate(commands):
+        assert process.wait(timeout=600) == 0, (project / f"{i}.log").read_text()[-3000:]
+    study = trials(project, "shared")
+    assert sorted(t.number for t in study) == [0, 1, 2, 3]
+    assert all(t.state == TrialState.COMPLETE for t in study)
+    (parent,), children = split(runs_of(store))
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.data.tags["sweep_id"]}
+    assert len({Path(c.data.tags["output_dir"]).parent for c in children}) == 2  # both commands ran trials
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hydra.sweeper.sampler=cmaes", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.sampler=cmaes is invalid"),
+        (["hydra.sweeper.pruner=hyperband", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.pruner=hyperband is invalid"),
+        ([], "hydra.sweeper.params is empty"),
+        (["hydra.sweeper.n_trials=0", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.n_trials=0 is invalid"),
+        (["hydra.sweeper.seeds_per_trial=0", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.seeds_per_trial=0 is invalid"),
+        (["lr=interval(0, 1e-3)"], "reaches lr=0.0 is invalid: allowed a float > 0"),
+    ],
+)
+def test_a_bad_search_is_refused_in_one_line_before_any_run(project, store, args, message):
+    done = search(project, *args, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr[-2000:]
+    assert split(runs_of(store)) == ([], [])
