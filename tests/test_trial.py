@@ -4,8 +4,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from dqn.tracking.recorder import Recorder
 from dqn.search.trial import Pruned, Reporter, trial_means
+from dqn.tracking.recorder import Recorder
 
 SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
 

@@ -42,8 +42,8 @@ from dqn.config import (
 )
 from dqn.learn import learn
 from dqn.report.figures import learning_curve
-from dqn.state import CheckpointMismatch, check_checkpoint, migrate
 from dqn.search import trial
+from dqn.state import CheckpointMismatch, check_checkpoint, migrate
 from dqn.tracking import models
 from dqn.tracking.recorder import HEARTBEAT_TAG, Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (

@@ -40,11 +40,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from dqn.tracking.store import FolderLock, first_line, folder_in_use, sqlite_path, store_lock, tracking_uri
 from dqn.config import ConfigError, SearchConfig, validate
 from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
-from dqn.tracking.sweep import PLUMBING, read_sweep, sweep_stopping
 from dqn.search.trial import PRUNED, PRUNER, engine_kwargs, trial_means
+from dqn.tracking.store import FolderLock, first_line, folder_in_use, sqlite_path, store_lock, tracking_uri
+from dqn.tracking.sweep import PLUMBING, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 SAMPLERS = ("tpe", "random", "grid")
@@ -199,8 +199,7 @@ def open_study(search: Search) -> optuna.Study:
                 study.set_user_attr(SEARCH, search.signature)
     except Exception as error:  # SQLAlchemy, a driver, the OS: all one line
         raise ConfigError(
-            f"hydra.sweeper.storage={search.storage} cannot be used: {type(error).__name__}: "
-            f"{first_line(error)}"
+            f"hydra.sweeper.storage={search.storage} cannot be used: {type(error).__name__}: {first_line(error)}"
         ) from None
     if known is not None and known != json.loads(json.dumps(search.signature)):
         raise ConfigError(
