@@ -181,8 +181,10 @@ def test_a_stopped_or_killed_search_continues_with_the_same_command(project, sto
 
 def test_two_commands_on_one_study_share_it(project, store):
     """Started at once on one study: four trials in all, numbered 0 to 3, each trained once, one parent run."""
+    # Sharing, not pruning: with the pruner on, a trial that falls behind ends PRUNED, not COMPLETE.
     args = ["batch_size=choice(32, 64, 128)", "hydra.sweeper.study_name=shared", "hydra.sweeper.n_trials=4",
-            "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "hydra.sweeper.sampler=random"]  # fmt: skip
+            "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "hydra.sweeper.sampler=random",
+            "hydra.sweeper.pruner=none"]  # fmt: skip
     commands = [start(project, *args, log=f"{i}.log") for i in range(2)]
     for i, process in enumerate(commands):
         assert process.wait(timeout=600) == 0, (project / f"{i}.log").read_text()[-3000:]
