@@ -33,7 +33,7 @@ ENVS = "env.id=choice(CartPole-v1, Acrobot-v1)"
 
 
 def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dqn.train", "-m", "hydra/sweeper=optuna", *args, *TINY_JOB]
+    return [sys.executable, "-m", "dqn.train", "-m", "hydra/sweeper=optuna", *TINY_JOB, *args]  # args win
 
 
 def search(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -136,9 +136,10 @@ def reported(project: Path, name: str):
     return [t for t in running if any(key.startswith("evals_seed_") for key in t.user_attrs)]
 
 
+# Jobs long enough that one is still mid-way when the signal arrives, even on an idle machine.
 RESUMABLE = [
     "lr=tag(log, interval(1e-4, 3e-3))", "hydra.sweeper.study_name=resume", "hydra.sweeper.n_trials=3",
-    "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "total_steps=3000",
+    "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=1", "total_steps=12000",
 ]  # fmt: skip
 
 

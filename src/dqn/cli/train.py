@@ -91,15 +91,22 @@ class ResumeError(ValueError):
 class Interrupted(KeyboardInterrupt):
     """A job stopped by a signal, after its run was ended KILLED; says how to continue it."""
 
-    def __init__(self, reason: str, run_id: str | None, requeue: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, reason: str, run_id: str | None, requeue: Callable[[], None] | None = None, search: bool = False
+    ) -> None:
         self.requeue = requeue  # under submitit: have the job requeued (it continues this run)
         if run_id is None:
-            super().__init__(f"{reason or 'interrupted'}: stopped")
+            how = "stopped"
+        elif requeue is not None:
+            how = f"run {run_id} is KILLED with its last checkpoint; SLURM requeues the job, which continues it"
+        elif search:
+            how = f"run {run_id} is KILLED; the search's own command, run again, runs its trial again"
         else:
-            super().__init__(
-                f"{reason or 'interrupted'}: run {run_id} is KILLED with its last checkpoint; continue it with: "
+            how = (
+                f"run {run_id} is KILLED with its last checkpoint; continue it with: "
                 f"python -m dqn.train resume={run_id}"
             )
+        super().__init__(f"{reason or 'interrupted'}: {how}")
 
 
 USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, TrackingUnavailable)
@@ -386,7 +393,8 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
         log.warning("%s", pruned)
         return None
     except KeyboardInterrupt as error:
-        raise Interrupted(str(error), recorder.run_id if recorder else None, signalled.requeue) from None
+        run_id = recorder.run_id if recorder else None
+        raise Interrupted(str(error), run_id, signalled.requeue, settings.trial.number is not None) from None
     finally:
         for held in filter(None, locks):
             held.release()
