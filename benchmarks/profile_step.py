@@ -1,6 +1,6 @@
-"""Where the time of one env step goes, for the default config, the default before round 5
-(no LayerNorm, clip at 10) and the exercise's layout (one update per env step on a 256x256
-network, as the first version of this loop did).
+"""Where the time of one env step goes, for the default config, the previous default
+(no LayerNorm, clip at 10; docs/tuning.md says why it changed) and the exercise's layout (one
+update per env step on a 256x256 network, as the first version of this loop did).
 
 Each part of the loop is timed alone on realistic inputs (a full replay buffer, a real env)
 and charged per env step: the update's parts divided by `train_freq`, greedy action selection
@@ -98,7 +98,7 @@ def exercise_layout() -> TrainConfig:
 
 
 def previous_default() -> TrainConfig:
-    """The default until round 5 (README): no LayerNorm, gradients clipped at 10."""
+    """The default before LayerNorm (docs/tuning.md): no LayerNorm, gradients clipped at 10."""
     cfg = TrainConfig(max_grad_norm=10.0)
     cfg.network.layer_norm = False
     return cfg

@@ -71,7 +71,7 @@ def numpy_layer(module: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
     if isinstance(module, nn.LayerNorm):
         gain, shift, eps = module.weight.detach().numpy(), module.bias.detach().numpy(), module.eps
 
-        def normalise(x: np.ndarray) -> np.ndarray:  # sum and dot: numpy's mean and var cost ~20 us here
+        def normalise(x: np.ndarray) -> np.ndarray:  # sum and dot: numpy's mean and var dominate on 128 floats
             centred = x - x.sum() / x.size
             return centred * (gain / np.sqrt(centred @ centred / x.size + eps)) + shift
 
@@ -120,7 +120,7 @@ class ActionValueEstimator:
 
     def _index_parameters(self) -> None:
         """What the hot paths read instead of walking the network each call: the parameter list
-        (listing it anew costs ~10 us an update) and the network as numpy functions for
+        (listing it anew is a measurable share of an update) and the network as numpy functions for
         `greedy_action` (None where numpy cannot stand in for torch: a GPU, an activation numpy lacks)."""
         self._parameters = list(self.network.parameters())
         layers = [numpy_layer(m) for m in self.network] if self.device.type == "cpu" else [None]
@@ -150,8 +150,8 @@ class ActionValueEstimator:
         """argmax_a Q(observation, a) for a single observation: the per-step hot path.
 
         On CPU the forward pass runs in numpy over views of the parameters: for one 8-float
-        input torch spends ~10 us of dispatch per operation on ~1 us of arithmetic, numpy ~1,
-        so this is ~5x cheaper (same weights; the sums may round differently in the last bit).
+        input torch's per-operation dispatch costs far more than the arithmetic, numpy's much less,
+        so this is several times cheaper (same weights; the sums may round differently in the last bit).
         """
         if self._numpy_layers is None:
             with torch.inference_mode():
