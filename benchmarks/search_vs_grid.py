@@ -1,130 +1,153 @@
-"""A TPE search with pruning against the grid on one budget: env steps spent, wall time, pruned share, best config.
+"""The local_optimum grid against the local_optimum Optuna search, then both picks re-trained on fresh seeds.
 
-In a temporary project (its own mlruns), runs the grid `batch_size=64,128,256 lr=1e-4,3e-4,1e-3` and an Optuna
-search (TPE, median pruner) over lr log-uniform in [1e-4, 3e-3] x batch_size in {64, 128, 256}, with the same
-number of configs (9 trials) and seeds (3 per config, the same seeds), both on joblib with `--workers` workers.
-A job's env steps are the step of its last greedy evaluation (where it ended, or where it was pruned). Prints
-one markdown table; the budget is what the flags say. `--grid-space` searches the grid's own 9 points
-instead (lr as a choice), and `--search-only` skips the grid.
+Runs, in `--project` (kept, so the MLflow UI and `dqn.cli.compare` can open it afterwards; a temporary
+folder when not given), the two ready experiments exactly as `make sweep` and `make search` do
+(`sweep=local_optimum`, `search=local_optimum`, joblib on `--workers` workers), each in its own MLflow
+experiment, then re-trains each one's pick on `--fresh-seeds` seeds neither of them used. A phase whose
+sweep already finished in the project is read back, not run again, so a stopped benchmark continues.
 
-    .venv/bin/python benchmarks/search_vs_grid.py --steps 15000 --eval-every 2500 --workers 2
+Prints one markdown table: jobs, env steps spent (a job's steps are those of its last greedy evaluation:
+where it ended, or where it was pruned), wall seconds, pruned trials, the pick, and the pick's fresh seeds
+scored by the report's statistics (IQM of final_eval_return_mean with its bootstrap CI, seeds >= 200).
+
+    .venv/bin/python benchmarks/search_vs_grid.py --project ~/lo-bench             # the full budget (hours)
+    .venv/bin/python benchmarks/search_vs_grid.py --steps 15000 --eval-every 2500  # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
-GRID = ["batch_size=64,128,256", "lr=0.0001,0.0003,0.001", "seed=0,1,2"]
-SEARCH = [
-    "hydra/sweeper=optuna",
-    "lr=tag(log, interval(1e-4, 3e-3))",
-    "batch_size=choice(64, 128, 256)",
-    "hydra.sweeper.n_trials=9",
-    "hydra.sweeper.seeds_per_trial=3",
-    "hydra.sweeper.study_name=bench",
-]
-GRID_SPACE = ["lr=choice(0.0001, 0.0003, 0.001)", "hydra.sweeper.sampler_seed=0"]
+from dqn.report.statistics import summarize, verdict
+from dqn.report.sweep_report import markdown_table, search_all, seed_run
+
+GRID, SEARCH = "local-optimum-grid", "local-optimum-search"
+FRESH = "fresh-seeds-"  # + the method: the experiment of its pick re-trained on fresh seeds
+METHODS = {SEARCH: ["search=local_optimum"], GRID: ["sweep=local_optimum"]}
 
 
 def budget(args: argparse.Namespace) -> list[str]:
-    return [
-        f"total_steps={args.steps}",
-        f"eval_every={args.eval_every}",
-        f"eval_episodes={args.eval_episodes}",
-        f"final_eval_episodes={args.final_episodes}",
-        f"hydra.launcher.n_jobs={args.workers}",
-        "hydra/launcher=joblib",
-        "checkpoint_every=0",
-        "mlflow.log_model=false",
-    ]
+    """Overrides for a smaller budget than the configs' own; none at the full budget."""
+    flags = {
+        "total_steps": args.steps,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+        "final_eval_episodes": args.final_episodes,
+    }
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
-def run(project: Path, overrides: list[str]) -> float:
+def train(project: Path, experiment: str, overrides: list[str], workers: int) -> float:
+    """One multirun in `project`; its wall seconds. Exits with the command's error if it fails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    command = [sys.executable, "-m", "dqn.train", "-m", *overrides, f"mlflow.experiment_name={experiment}"]
+    command += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"]
+    print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "dqn.train", "-m", *overrides], cwd=project, env=env, capture_output=True, text=True
-    )
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    (project / f"{experiment}.log").open("a").write(done.stdout + done.stderr)
     if done.returncode != 0:
-        sys.exit(f"error: {' '.join(overrides[:3])}... exited {done.returncode}: {done.stderr[-2000:]}")
+        sys.exit(f"error: {' '.join(overrides)} exited {done.returncode}: {done.stderr[-2000:]}")
     return time.perf_counter() - started
 
 
-def jobs(client: MlflowClient, sweep_id: str) -> list:
-    experiment = client.get_experiment_by_name("dqn-lunar-lander").experiment_id
-    return client.search_runs([experiment], f"tags.sweep_id = '{sweep_id}' and tags.`dqn.role` = 'job'")
+def parents(client: MlflowClient, experiment: str) -> list[Run]:
+    """The experiment's finished sweeps, oldest first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = search_all(client, found.experiment_id, "tags.`dqn.role` = 'sweep'", ["attributes.start_time ASC"])
+    return [run for run in runs if run.info.status == "FINISHED"]
 
 
-def last_step(client: MlflowClient, run) -> int:
+def jobs(client: MlflowClient, parent: Run) -> list[Run]:
+    sweep = f"tags.sweep_id = '{parent.data.tags['sweep_id']}'"
+    runs = search_all(client, parent.info.experiment_id, sweep, ["attributes.start_time ASC"])
+    return [run for run in runs if run.data.tags.get("dqn.role") == "job"]
+
+
+def env_steps(client: MlflowClient, run: Run) -> int:
     return max((m.step for m in client.get_metric_history(run.info.run_id, "eval_return_mean")), default=0)
 
 
-def summary(client: MlflowClient, runs: list, seconds: float) -> dict:
-    """Env steps, jobs, pruned share and the best config by the mean of its seeds' final scores."""
-    groups: dict[str, list[float]] = defaultdict(list)
-    for run in runs:
-        if run.info.status == "FINISHED" and "final_eval_return_mean" in run.data.metrics:
-            groups[run.data.tags["group"]].append(run.data.metrics["final_eval_return_mean"])
-    complete = {group: scores for group, scores in groups.items() if len(scores) == 3}
-    best = max(complete, key=lambda group: statistics.mean(complete[group]))
-    pruned = [run for run in runs if run.data.tags.get("pruned") == "true"]
-    trials = {run.data.tags.get("trial_number", run.data.tags["group"]) for run in runs}
-    pruned_trials = {run.data.tags.get("trial_number") for run in pruned}
-    return {
-        "jobs": len(runs),
-        "env_steps": sum(last_step(client, run) for run in runs),
-        "seconds": seconds,
-        "pruned": f"{len(pruned_trials)}/{len(trials)} trials ({len(pruned)} jobs)",
-        "best": best,
-        "best_mean": statistics.mean(complete[best]),
-        "best_seeds": ", ".join(f"{score:.0f}" for score in complete[best]),
-    }
+def pick(parent: Run) -> list[str]:
+    """The sweep's chosen config as overrides: the search's best trial, or the grid report's best group."""
+    if "best_params" in parent.data.tags:
+        return [f"{key}={value}" for key, value in json.loads(parent.data.tags["best_params"]).items()]
+    return parent.data.tags["best_group"].split(",")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=15000)
-    parser.add_argument("--eval-every", type=int, default=2500)
-    parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--final-episodes", type=int, default=10)
+    parser.add_argument("--project", type=Path, help="folder for runs/ and mlruns/ (kept); default: a temporary one")
+    parser.add_argument("--steps", type=int, help="total_steps of every job (default: the configs' 100k)")
+    parser.add_argument("--eval-every", type=int)
+    parser.add_argument("--eval-episodes", type=int)
+    parser.add_argument("--final-episodes", type=int)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--grid-space", action="store_true", help="search the grid's 9 points")
-    parser.add_argument("--search-only", action="store_true", help="leave the grid out")
+    parser.add_argument("--fresh-seeds", type=int, default=10, help="seeds each pick is re-trained on; 0 skips it")
+    parser.add_argument("--first-fresh-seed", type=int, default=1000)
     args = parser.parse_args()
-    search = [o for o in SEARCH if not o.startswith("lr=")] + GRID_SPACE if args.grid_space else SEARCH
-    methods = (
-        [("TPE + median pruner", search)] if args.search_only else [("grid 3x3", GRID), ("TPE + median pruner", search)]
-    )
-    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
+        project = (args.project or Path(tmp)).resolve()
+        project.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
-        for name, overrides in methods:
-            seconds = run(project, overrides + budget(args))
-            experiment = client.get_experiment_by_name("dqn-lunar-lander").experiment_id
-            parent = client.search_runs([experiment], "tags.`dqn.role` = 'sweep'", order_by=["start_time DESC"])[0]
-            rows[name] = summary(client, jobs(client, parent.data.tags["sweep_id"]), seconds)
-    print(
-        f"Budget per job: {args.steps} env steps, an evaluation of {args.eval_episodes} episodes every "
-        f"{args.eval_every}, final {args.final_episodes} episodes; 9 configs x 3 seeds; {args.workers} joblib workers."
-    )
-    print("| method | jobs | env steps | wall s | pruned | best config (mean of 3 seeds' final score) | seeds |")
-    print("|---|---:|---:|---:|---|---|---|")
-    for name, r in rows.items():
+        seconds = json.loads((project / "seconds.json").read_text()) if (project / "seconds.json").exists() else {}
+        for experiment, overrides in METHODS.items():
+            if not parents(client, experiment):
+                seconds[experiment] = train(project, experiment, overrides + budget(args), args.workers)
+                (project / "seconds.json").write_text(json.dumps(seconds))
+        picks = {experiment: pick(parents(client, experiment)[-1]) for experiment in METHODS}
+        fresh = f"seed=range({args.first_fresh_seed},{args.first_fresh_seed + args.fresh_seeds})"
+        for experiment, overrides in picks.items() if args.fresh_seeds else ():
+            if not parents(client, FRESH + experiment):
+                overrides = overrides + [fresh] + budget(args)
+                seconds[FRESH + experiment] = train(project, FRESH + experiment, overrides, args.workers)
+                (project / "seconds.json").write_text(json.dumps(seconds))
+        print_tables(client, picks, seconds, args)
+        print(f"\nProject: {project}" + ("" if args.project else " (temporary, removed)"))
+
+
+def print_tables(client: MlflowClient, picks: dict[str, list[str]], seconds: dict, args: argparse.Namespace) -> None:
+    """The methods' table, then the picks' fresh seeds compared by the sweep report's statistics."""
+    fresh_runs = [
+        replace(seed_run(client, run), group=f"{experiment} pick: {','.join(picks[experiment])}")
+        for experiment in METHODS
+        for parent in parents(client, FRESH + experiment)[-1:]
+        for run in jobs(client, parent)
+    ]
+    rows = summarize(fresh_runs)
+    print(f"\nBudget: {args.steps or 'the configs'} env steps a job; {args.workers} joblib workers.\n")
+    print("| method | jobs | env steps | wall s | pruned trials | pick | fresh seeds: IQM [95% CI] | >= 200 |")
+    print("|---|---:|---:|---:|---|---|---|---|")
+    for experiment in METHODS:
+        runs = jobs(client, parents(client, experiment)[-1])
+        trials = {run.data.tags.get("trial_number") for run in runs}
+        pruned = {run.data.tags.get("trial_number") for run in runs if run.data.tags.get("trial_state") == "PRUNED"}
+        row = next((row for row in rows if row.group.startswith(f"{experiment} pick")), None)
+        score = f"{row.iqm:.1f} [{row.ci_low:.1f}, {row.ci_high:.1f}]" if row and row.ci_low is not None else "-"
         print(
-            f"| {name} | {r['jobs']} | {r['env_steps']:,} | {r['seconds']:.0f} | {r['pruned']} | "
-            f"{r['best']}: {r['best_mean']:.1f} | {r['best_seeds']} |"
+            f"| {experiment} | {len(runs)} | {sum(env_steps(client, run) for run in runs):,} | "
+            f"{seconds.get(experiment, float('nan')):.0f} | "
+            f"{f'{len(pruned)}/{len(trials)}' if None not in trials else '-'} | {','.join(picks[experiment])} | "
+            f"{score} | {row.seeds_solved if row else '-'} |"
         )
+    if rows:
+        print("\nThe picks on fresh seeds (dqn.report.statistics):\n")
+        print(markdown_table(rows))
+        result = verdict(rows)
+        print("\n" + "\n".join([result.headline, *result.details]))
 
 
 if __name__ == "__main__":

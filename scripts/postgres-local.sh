@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # A dedicated PostgreSQL cluster for the MLflow tracking server (make server) and its tests.
-# Usage: scripts/postgres-local.sh start|stop|status|uri
+# Usage: scripts/postgres-local.sh start|stop|status|uri [DATABASE]
 # start installs Debian's postgresql if missing, creates the cluster in $DQN_PG_DIR (default
 # /tmp/dqn-postgres) on first use, runs it as the postgres user on 127.0.0.1:$DQN_PG_PORT
-# (default 5432) and creates the database and role `mlflow`. It prints the database URI as its
-# only line on stdout, so `uri=$(scripts/postgres-local.sh start)` works; messages go to stderr.
+# (default 5432) and creates the role `mlflow` with two databases: `mlflow` for the tracking
+# server and `optuna` for search studies (their tables clash in one database). start and uri
+# print the URI of DATABASE (default mlflow) as their only line on stdout, so
+# `uri=$(scripts/postgres-local.sh start)` works; messages go to stderr.
 # Needs root (apt-get, and running as postgres). Stop is pg_ctl's: by the PID in postmaster.pid.
 set -euo pipefail
 
@@ -34,7 +36,13 @@ running() {  # also takes the port a running cluster listens on, which may diffe
   PORT=$(sed -n 4p "$DATA/postmaster.pid")
 }
 
-uri() { echo "postgresql://mlflow:$(cat "$PASSWORD_FILE")@127.0.0.1:$PORT/mlflow"; }
+DATABASES=(mlflow optuna)
+
+uri() {  # uri [DATABASE]
+  local database=${1:-mlflow}
+  [[ " ${DATABASES[*]} " == *" $database "* ]] || { echo "error: no database $database: one of ${DATABASES[*]}" >&2; exit 2; }
+  echo "postgresql://mlflow:$(cat "$PASSWORD_FILE")@127.0.0.1:$PORT/$database"
+}
 
 psql_admin() {  # over the unix socket in $DIR, as the postgres superuser (peer login)
   as_postgres psql -h "$DIR" -p "$PORT" -d postgres -v ON_ERROR_STOP=1 -qtAc "$1"
@@ -59,11 +67,13 @@ start() {
   if [[ -z $(psql_admin "SELECT 1 FROM pg_roles WHERE rolname = 'mlflow'") ]]; then
     psql_admin "CREATE ROLE mlflow LOGIN PASSWORD '$(cat "$PASSWORD_FILE")'"
   fi
-  if [[ -z $(psql_admin "SELECT 1 FROM pg_database WHERE datname = 'mlflow'") ]]; then
-    psql_admin "CREATE DATABASE mlflow OWNER mlflow"
-  fi
+  for database in "${DATABASES[@]}"; do
+    if [[ -z $(psql_admin "SELECT 1 FROM pg_database WHERE datname = '$database'") ]]; then
+      psql_admin "CREATE DATABASE $database OWNER mlflow"
+    fi
+  done
   echo "postgres: running in $DIR on 127.0.0.1:$PORT" >&2
-  uri
+  uri "$@"
 }
 
 stop() {
@@ -84,9 +94,9 @@ status() {
 }
 
 case ${1:-} in
-  start) start ;;
+  start) start "${@:2}" ;;
   stop) stop ;;
   status) status ;;
-  uri) uri ;;
-  *) echo "usage: $0 start|stop|status|uri" >&2; exit 2 ;;
+  uri) uri "${@:2}" ;;
+  *) echo "usage: $0 start|stop|status|uri [DATABASE]" >&2; exit 2 ;;
 esac

@@ -37,8 +37,8 @@ def may_start() -> bool:
     return os.environ.get("DQN_START_SERVICES") == "1"
 
 
-def script(name: str, action: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SCRIPTS / name), action], capture_output=True, text=True, timeout=timeout, check=False)
+def script(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def started(name: str) -> subprocess.CompletedProcess:
@@ -162,3 +162,13 @@ def postgres_server(postgres_uri: str, tmp_path_factory: pytest.TempPathFactory)
     server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), backend=postgres_uri).start()
     yield server.uri
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def optuna_postgres(postgres_uri: str) -> str:
+    """The URI of the same cluster's `optuna` database, for search studies; `start` on a running cluster
+    only adds the databases it lacks (one started by an older script has no `optuna`)."""
+    done = script("postgres-local.sh", "start", "optuna")
+    if done.returncode != 0:
+        pytest.fail(f"postgres-local.sh start optuna failed ({done.returncode}): {done.stderr.strip()[-1000:]}")
+    return done.stdout.strip()

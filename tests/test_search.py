@@ -82,10 +82,12 @@ def test_the_search_space_reads_hydra_sweep_syntax():
         grid_of(space, declared)
 
 
-def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store):
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store, pruner):
     """A finished trial that scored 0 at every evaluation is already in the study: with the median pruner
-    from one COMPLETE trial on, the Acrobot trial (returns < 0) is pruned at its first evaluation, both
-    seeds, run at once on two joblib workers; the CartPole trial (returns > 0) completes."""
+    from one COMPLETE trial on, or successive halving (only the best of two reaches the next rung), the
+    Acrobot trial (returns < 0) is pruned at its first evaluation, both seeds, run at once on two joblib
+    workers; the CartPole trial (returns > 0) completes."""
     study = optuna.create_study(storage=storage_url(project), study_name="prune", direction="maximize")
     envs = CategoricalDistribution(["CartPole-v1", "Acrobot-v1"])
     zeros = {500: 0.0, 1000: 0.0, 1500: 0.0}
@@ -94,7 +96,7 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
     done = search(
         project, ENVS, "hydra.sweeper.study_name=prune", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=3",
         "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.pruner_startup_trials=1",
-        "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        f"hydra.sweeper.pruner={pruner}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     state = {t.params["env.id"]: t for t in trials(project, "prune")[1:]}
@@ -104,7 +106,7 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
     client = MlflowClient(store)
     (parent,), children = split(runs_of(store))
     assert parent.info.status == "FINISHED" and parent.data.tags["failed_jobs"] == "0"
-    assert parent.data.tags["study_name"] == "prune" and parent.data.tags["pruner"] == "median"
+    assert parent.data.tags["study_name"] == "prune" and parent.data.tags["pruner"] == pruner
     pruned = [c for c in children if c.data.tags["trial_number"] == str(state["Acrobot-v1"].number)]
     assert len(pruned) == 2 and {c.data.params["seed"] for c in pruned} == {"0", "1"}
     for run in pruned:

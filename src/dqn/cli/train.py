@@ -55,6 +55,7 @@ from dqn.tracking.store import (
     flatten,
     git_commit,
     open_store,
+    redact,
     tracking_uri,
     ui_address,
 )
@@ -324,7 +325,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     tags = {
         "git_commit": commit,
         "mlflow.source.git.commit": commit,
-        "hydra_overrides": " ".join(overrides),
+        "hydra_overrides": redact(" ".join(overrides)),
         "output_dir": str(out_dir.resolve()),
         "dqn.role": "job",
         "group": group_name(overrides),

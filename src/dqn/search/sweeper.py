@@ -43,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dqn.config import ConfigError, SearchConfig, validate
 from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import PRUNED, PRUNER, engine_kwargs, trial_means
-from dqn.tracking.store import FolderLock, first_line, folder_in_use, sqlite_path, store_lock, tracking_uri
+from dqn.tracking.store import FolderLock, first_line, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
 from dqn.tracking.sweep import PLUMBING, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
@@ -85,7 +85,7 @@ class Search:
         return {
             "dqn.search": "optuna",
             "study_name": self.study_name,
-            "optuna_storage": self.storage,
+            "optuna_storage": redact(self.storage),
             "sampler": self.settings.sampler,
             "pruner": self.settings.pruner,
             "search_space": json.dumps(self.declared),
@@ -199,7 +199,8 @@ def open_study(search: Search) -> optuna.Study:
                 study.set_user_attr(SEARCH, search.signature)
     except Exception as error:  # SQLAlchemy, a driver, the OS: all one line
         raise ConfigError(
-            f"hydra.sweeper.storage={search.storage} cannot be used: {type(error).__name__}: {first_line(error)}"
+            f"hydra.sweeper.storage={redact(search.storage)} cannot be used: {type(error).__name__}: "
+            f"{redact(first_line(error))}"
         ) from None
     if known is not None and known != json.loads(json.dumps(search.signature)):
         raise ConfigError(
@@ -219,7 +220,7 @@ def study_parent(client: MlflowClient, experiment_id: str, search: Search, tags:
             f"tags.study_name = '{search.study_name}' and tags.`dqn.role` = 'sweep'",
             order_by=["attributes.start_time ASC"],
         )
-        runs = [run for run in runs if run.data.tags.get("optuna_storage") == search.storage]
+        runs = [run for run in runs if run.data.tags.get("optuna_storage") == redact(search.storage)]
         if not runs:
             return client.create_run(
                 experiment_id, run_name=f"search {search.study_name}", tags={**tags, **search.tags}
@@ -264,7 +265,7 @@ class OptunaSearch:
         lock = FolderLock(self.sweep_dir)  # other commands see this command's trials as alive
         log.info(
             "study %s in %s: %d trials of %d seeds, sampler %s, pruner %s",
-            search.study_name, search.storage, search.n_trials, len(search.seeds),
+            search.study_name, redact(search.storage), search.n_trials, len(search.seeds),
             search.settings.sampler, search.settings.pruner,
         )  # fmt: skip
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -58,14 +59,23 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{'env': {'id': 'X'}} -> {'env.id': 'X'}: MLflow params are flat."""
+    """{'env': {'id': 'X'}} -> {'env.id': 'X'}: MLflow params are flat (and shown to everyone: passwords masked)."""
     flat: dict[str, str] = {}
     for key, value in tree.items():
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = str(value)
+            flat[f"{prefix}{key}"] = redact(str(value))
     return flat
+
+
+_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]+@", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it masked: `postgresql://user:***@host/db`. For what
+    goes into MLflow params and tags, which everyone who reads the store sees."""
+    return _PASSWORD.sub(r"\1:***@", text)
 
 
 def git_commit(cwd: Path) -> str:

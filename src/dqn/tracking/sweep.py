@@ -32,7 +32,15 @@ from omegaconf import DictConfig
 from dqn.config import OPTUNA_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
 from dqn.report.sweep_report import render, write_report
-from dqn.tracking.store import TrackingUnavailable, experiment_name, git_commit, open_store, tracking_uri, ui_address
+from dqn.tracking.store import (
+    TrackingUnavailable,
+    experiment_name,
+    git_commit,
+    open_store,
+    redact,
+    tracking_uri,
+    ui_address,
+)
 
 log = logging.getLogger("dqn")
 SWEEP_FILE = "sweep.json"
@@ -126,7 +134,7 @@ class MlflowSweepCallback(Callback):
             )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
-        overrides = " ".join(config.hydra.overrides.task)
+        overrides = redact(" ".join(config.hydra.overrides.task))
         commit = git_commit(root)
         tags = {
             "dqn.role": "sweep",
