@@ -40,7 +40,7 @@ format: $(STAMP) ## ruff fix and format
 sweep: $(STAMP) ## run the local_optimum sweep (45 jobs) on all local cores, then report it (ARGS= to shorten)
 	$(BIN)/python -m dqn.train sweep=local_optimum hydra/launcher=joblib $(ARGS)
 
-search: $(STAMP) ## run the local_optimum Optuna search (15 trials x 3 seeds, pruned) on all local cores (ARGS= to shorten)
+search: $(STAMP) ## run the local_optimum Optuna search (8 trials x 3 seeds, pruned) on all local cores (ARGS= to shorten)
 	$(BIN)/python -m dqn.train search=local_optimum hydra/launcher=joblib $(ARGS)
 
 report: $(STAMP) ## print the report of the most recent sweep (python -m dqn.cli.compare)

@@ -10,6 +10,7 @@ from dqn.tracking.store import (
     flatten,
     get_or_create_experiment,
     open_store,
+    redact,
     tracking_uri,
 )
 
@@ -17,6 +18,18 @@ from dqn.tracking.store import (
 def test_flatten_makes_dotted_keys():
     flat = flatten({"lr": 0.1, "env": {"id": "X", "kwargs": {}}, "network": {"hidden_sizes": [4, 4]}})
     assert flat == {"lr": "0.1", "env.id": "X", "env.kwargs": "{}", "network.hidden_sizes": "[4, 4]"}
+
+
+def test_passwords_in_urls_never_reach_params_or_tags():
+    assert flatten({"trial": {"storage": "postgresql://mlflow:s3cret@127.0.0.1:5432/optuna"}}) == {
+        "trial.storage": "postgresql://mlflow:***@127.0.0.1:5432/optuna"
+    }
+    overrides = "lr=0.001 trial.storage='postgresql+psycopg://u:p%40ss@db/optuna' mlflow.tracking_uri=http://h:5000"
+    assert (
+        redact(overrides)
+        == "lr=0.001 trial.storage='postgresql+psycopg://u:***@db/optuna' mlflow.tracking_uri=http://h:5000"
+    )
+    assert redact("sqlite:////tmp/mlruns/optuna.db") == "sqlite:////tmp/mlruns/optuna.db"
 
 
 def test_tracking_uri_precedence(project, monkeypatch):

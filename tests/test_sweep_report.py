@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from dqn.cli.compare import main
+from dqn.report.figures import short
 
 # --- the command, on a real store ---
 
@@ -210,3 +211,16 @@ def test_an_unknown_sweep_lists_known_ones(store, capsys):
 def test_a_missing_store_is_not_created(tmp_path, capsys):
     assert main(["--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 2
     assert "no MLflow store" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    "group, shown",
+    [
+        ("batch_size=256,lr=0.00010206062134502272,gamma=0.99", "batch_size=256,lr=0.0001021,gamma=0.99"),
+        ("lr=1.2345678e-05", "lr=1.235e-05"),
+        ("batch_size=64,lr=0.001", "batch_size=64,lr=0.001"),  # a grid's values stay as written
+        ("env.id=LunarLander-v3", "env.id=LunarLander-v3"),
+    ],
+)
+def test_figure_legends_shorten_a_searchs_long_sampled_numbers(group, shown):
+    assert short(group) == shown

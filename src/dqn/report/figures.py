@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -11,6 +12,7 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+LONG_NUMBER = re.compile(r"(?<==)-?\d+\.\d{5,}(?:e-?\d+)?")  # a searched lr: 0.00010206062134502272
 BAND = "band: 95% bootstrap CI of the IQM over seeds\n(under 5 seeds: the seeds' min to max)"
 
 
@@ -57,6 +59,11 @@ def learning_curve(
     return path
 
 
+def short(group: str) -> str:
+    """A group's name for a legend: long decimals (a search's sampled values) to 4 significant digits."""
+    return LONG_NUMBER.sub(lambda number: f"{float(number.group()):.4g}", group)
+
+
 def sweep_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]], path: Path, title: str
 ) -> Path:
@@ -67,7 +74,7 @@ def sweep_curves(
     """
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for group, (steps, iqm, low, high, n_seeds) in curves.items():
-        (line,) = ax.plot(steps, iqm, "o-", markersize=3, label=f"{group} ({n_seeds} seeds)")
+        (line,) = ax.plot(steps, iqm, "o-", markersize=3, label=f"{short(group)} ({n_seeds} seeds)")
         ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
     if curves:
         ax.fill_between([], [], [], color="grey", alpha=0.2, label=BAND)
@@ -79,7 +86,7 @@ def sweep_curves(
     ax.set_ylabel("greedy evaluation return, IQM over seeds")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")  # outside: never over the data
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # the legend outside the axes included
     plt.close(fig)
     return path
 
@@ -114,12 +121,13 @@ def sweep_finals(
     ax.axvline(200, color="grey", linestyle="--", linewidth=0.8, label="solved (200)")
     if not groups:
         ax.text(0.5, 0.5, "no evaluations", ha="center", va="center", transform=ax.transAxes)
-    ax.set_yticks(range(len(groups)), [f"{group} ({len(finals[group])} seeds)" for group in groups], fontsize="small")
+    labels = [f"{short(group)} ({len(finals[group])} seeds)" for group in groups]
+    ax.set_yticks(range(len(groups)), labels, fontsize="small")
     ax.set_ylim(max(len(groups), 1) - 0.5, -0.5)  # best group on top
     ax.set_title(title, fontsize="medium")
     ax.set_xlabel(xlabel)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
