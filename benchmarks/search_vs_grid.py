@@ -8,9 +8,12 @@ sweep already finished in the project is read back, not run again, so a stopped 
 
 Prints one markdown table: jobs, env steps spent (a job's steps are those of its last greedy evaluation:
 where it ended, or where it was pruned), wall seconds, pruned trials, the pick, and the pick's fresh seeds
-scored by the report's statistics (IQM of final_eval_return_mean with its bootstrap CI, seeds >= 200).
+scored by the report's statistics (IQM of final_eval_return_mean with its bootstrap CI, seeds >= 200)
+next to the score that picked it (the search's best trial value, the mean of its 3 seeds; the grid's best
+group's IQM over 5 seeds), both chosen as the best of several and so rated high. `--replicates N` adds N
+searches with seeded samplers: one search is one draw of what the method picks.
 
-    .venv/bin/python benchmarks/search_vs_grid.py --project ~/lo-bench             # the full budget (hours)
+    .venv/bin/python benchmarks/search_vs_grid.py --project ~/lo-bench --replicates 2  # the full budget
     .venv/bin/python benchmarks/search_vs_grid.py --steps 15000 --eval-every 2500  # a quick look
 """
 
@@ -35,6 +38,15 @@ from dqn.report.sweep_report import markdown_table, search_all, seed_run
 GRID, SEARCH = "local-optimum-grid", "local-optimum-search"
 FRESH = "fresh-seeds-"  # + the method: the experiment of its pick re-trained on fresh seeds
 METHODS = {SEARCH: ["search=local_optimum"], GRID: ["sweep=local_optimum"]}
+
+
+def methods(replicates: int) -> dict[str, list[str]]:
+    """The two ready experiments, then `replicates` more searches whose samplers are seeded 1, 2, ...:
+    one search is one draw of what the method picks."""
+    more = {
+        f"{SEARCH}-{i}": ["search=local_optimum", f"hydra.sweeper.sampler_seed={i}"] for i in range(1, replicates + 1)
+    }
+    return METHODS | more
 
 
 def budget(args: argparse.Namespace) -> list[str]:
@@ -98,17 +110,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh-seeds", type=int, default=10, help="seeds each pick is re-trained on; 0 skips it")
     parser.add_argument("--first-fresh-seed", type=int, default=1000)
+    parser.add_argument("--replicates", type=int, default=0, help="more searches, their samplers seeded 1, 2, ...")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         project = (args.project or Path(tmp)).resolve()
         project.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
         seconds = json.loads((project / "seconds.json").read_text()) if (project / "seconds.json").exists() else {}
-        for experiment, overrides in METHODS.items():
+        for experiment, overrides in methods(args.replicates).items():
             if not parents(client, experiment):
                 seconds[experiment] = train(project, experiment, overrides + budget(args), args.workers)
                 (project / "seconds.json").write_text(json.dumps(seconds))
-        picks = {experiment: pick(parents(client, experiment)[-1]) for experiment in METHODS}
+        picks = {experiment: pick(parents(client, experiment)[-1]) for experiment in methods(args.replicates)}
         fresh = f"seed=range({args.first_fresh_seed},{args.first_fresh_seed + args.fresh_seeds})"
         for experiment, overrides in picks.items() if args.fresh_seeds else ():
             if not parents(client, FRESH + experiment):
@@ -123,16 +136,21 @@ def print_tables(client: MlflowClient, picks: dict[str, list[str]], seconds: dic
     """The methods' table, then the picks' fresh seeds compared by the sweep report's statistics."""
     fresh_runs = [
         replace(seed_run(client, run), group=f"{experiment} pick: {','.join(picks[experiment])}")
-        for experiment in METHODS
+        for experiment in picks
         for parent in parents(client, FRESH + experiment)[-1:]
         for run in jobs(client, parent)
     ]
     rows = summarize(fresh_runs)
     print(f"\nBudget: {args.steps or 'the configs'} env steps a job; {args.workers} joblib workers.\n")
-    print("| method | jobs | env steps | wall s | pruned trials | pick | fresh seeds: IQM [95% CI] | >= 200 |")
-    print("|---|---:|---:|---:|---|---|---|---|")
-    for experiment in METHODS:
-        runs = jobs(client, parents(client, experiment)[-1])
+    print(
+        "| method | jobs | env steps | wall s | pruned trials | pick | its score there | "
+        "fresh seeds: IQM [95% CI] | >= 200 |"
+    )
+    print("|---|---:|---:|---:|---|---|---:|---|---|")
+    for experiment in picks:
+        parent = parents(client, experiment)[-1]
+        runs = jobs(client, parent)
+        there = parent.data.metrics.get("best_value", parent.data.metrics.get("best_group_iqm", float("nan")))
         trials = {run.data.tags.get("trial_number") for run in runs}
         pruned = {run.data.tags.get("trial_number") for run in runs if run.data.tags.get("trial_state") == "PRUNED"}
         row = next((row for row in rows if row.group.startswith(f"{experiment} pick")), None)
@@ -141,7 +159,7 @@ def print_tables(client: MlflowClient, picks: dict[str, list[str]], seconds: dic
             f"| {experiment} | {len(runs)} | {sum(env_steps(client, run) for run in runs):,} | "
             f"{seconds.get(experiment, float('nan')):.0f} | "
             f"{f'{len(pruned)}/{len(trials)}' if None not in trials else '-'} | {','.join(picks[experiment])} | "
-            f"{score} | {row.seeds_solved if row else '-'} |"
+            f"{there:.1f} | {score} | {row.seeds_solved if row else '-'} |"
         )
     if rows:
         print("\nThe picks on fresh seeds (dqn.report.statistics):\n")
