@@ -55,6 +55,7 @@ def test_group_is_the_swept_overrides_minus_the_seed():
     assert group_name(overrides) == "batch_size=256,lr=0.001,total_steps=500"
     assert group_name(overrides, swept=["batch_size", "lr", "seed"]) == "batch_size=256,lr=0.001"
     assert group_name(["seed=1"], swept=["seed"]) == "defaults"
+    assert group_name(["seed=1", "lr=0.0005"], swept=["seed"]) == "lr=0.0005"  # only seeds swept: the shared config
 
 
 def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, store):

@@ -59,13 +59,13 @@ def config_overrides(overrides: list[str]) -> list[str]:
 def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
     """The config a job shares with its other seeds: its overrides minus the seed, sorted.
 
-    Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the
-    overrides every job shares.
+    Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the overrides every
+    job shares; a sweep over seeds alone (`lr=0.0005 seed='range(10)'`) is named by those shared ones.
     """
     kept = [o for o in config_overrides(overrides) if not o.startswith("seed=")]
     if swept is not None:
         swept = set(swept)
-        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept]
+        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept] or kept
     return ",".join(sorted(kept)) or "defaults"
 
 
