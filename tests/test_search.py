@@ -12,8 +12,9 @@ from mlflow import MlflowClient
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from dqn.config import ConfigError
+from dqn.config import ConfigError, SearchConfig
 from dqn.search.space import bounds, grid_of, parse_space
+from dqn.search.sweeper import Search, default_study_name
 from tests.conftest import runs_of
 from tests.services import clean_env, wait_until
 
@@ -80,6 +81,18 @@ def test_the_search_space_reads_hydra_sweep_syntax():
     }
     with pytest.raises(ConfigError, match="lr=tag.* is invalid with hydra.sweeper.sampler=grid"):
         grid_of(space, declared)
+
+
+def test_the_default_study_name_tells_draws_of_a_search_apart_but_not_its_length():
+    def name(**settings) -> str:
+        space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+        declared = {"lr": "tag(log, interval(1e-4, 1e-2))"}
+        return default_study_name(Search(SearchConfig(**settings), space, declared, [], [0, 1, 2], "", "sqlite://", 8))
+
+    assert name() == name(n_trials=30, n_jobs=4)  # more trials or workers: the same study, continued
+    assert len({name(), name(sampler_seed=1), name(sampler_seed=2), name(pruner="none"), name(sampler="random"),
+                name(pruner_warmup_steps=50_000), name(n_startup_trials=10)}) == 7  # fmt: skip
+    assert name(sampler="random", n_startup_trials=3) == name(sampler="random")  # a TPE setting, unused
 
 
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])

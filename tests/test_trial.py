@@ -10,10 +10,12 @@ from dqn.tracking.recorder import Recorder
 SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
 
 
-def test_the_trial_value_at_a_step_is_the_mean_over_the_seeds_that_reported_it():
-    attrs = {"evals_seed_0": {"500": -100.0, "1000": 50.0}, "evals_seed_1": {"500": -300.0}, "pruner": {}}
-    assert trial_means(attrs) == {500: -200.0, 1000: 50.0}
+def test_the_trial_value_at_a_step_is_the_mean_over_its_seeds_of_their_evaluations_so_far():
+    attrs = {"evals_seed_0": {"1000": 50.0, "500": -100.0}, "evals_seed_1": {"500": -300.0}, "pruner": {}}
+    assert trial_means(attrs) == {500: -200.0, 1000: -25.0}  # seed 0 at 1000: (-100 + 50) / 2; seed 1 not there
     assert trial_means(attrs, until=500) == {500: -200.0}
+    attrs["evals_seed_1"]["1000"] = 100.0
+    assert trial_means(attrs) == {500: -200.0, 1000: (-25.0 + -100.0) / 2}
 
 
 def study_with_a_finished_trial(tmp_path, pruner: dict) -> tuple[optuna.Study, optuna.Trial]:
@@ -42,7 +44,7 @@ def test_a_trial_behind_is_pruned_and_its_other_seeds_stop_at_their_next_evaluat
     study, trial = study_with_a_finished_trial(tmp_path, pruner)
     first, second = reporter(study, trial, seed=0), reporter(study, trial, seed=1)
     first.check({"loss": 1.0}, 400)  # not an evaluation: nothing happens
-    with pytest.raises(Pruned, match=f"trial {trial.number} pruned at step 500: its mean"):
+    with pytest.raises(Pruned, match=f"trial {trial.number} pruned at step 500: its seeds. mean"):
         first.check({"eval_return_mean": -50.0}, 500)
     with pytest.raises(Pruned, match="seed 0 found it behind at step 500"):
         second.check({"eval_return_mean": 300.0}, 500)

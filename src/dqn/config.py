@@ -217,8 +217,9 @@ class SearchConfig:
     n_jobs: int = 2
     """Trials per batch: the launcher gets n_jobs * seeds_per_trial jobs at once and runs them on its workers."""
     study_name: str | None = None
-    """null: `search-` and a hash of the search (space, seeds, the other overrides), so the same command
-    continues the same study and a different search gets its own."""
+    """null: `search-` and a hash of the search (space, seeds, the other overrides, sampler and pruner with
+    their settings, not n_trials), so the same command continues the same study and a different search
+    (another sampler seed included) gets its own."""
     storage: str | None = None
     """Optuna RDB storage URL; null: SQLite beside the embedded MLflow store, `mlruns/optuna.db`."""
     sampler: str = "tpe"

@@ -128,8 +128,7 @@ def check_search(config: DictConfig, loader: Any) -> Search:
     seeds = [config.seed + i for i in range(settings.seeds_per_trial)]
     storage = settings.storage or default_storage(config)
     search = Search(settings, space, declared, fixed, seeds, "", storage, settings.n_trials, grid)
-    digest = hashlib.sha256(json.dumps(search.signature, sort_keys=True).encode()).hexdigest()[:8]
-    name = settings.study_name or f"search-{digest}"
+    name = settings.study_name or default_study_name(search)
     _check(bool(re.fullmatch(r"[\w.\-]{1,100}", name)), "study_name", name, "1 to 100 letters, digits, '_', '.', '-'")
     _check(
         storage != tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
@@ -166,6 +165,18 @@ def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, te
         raise ConfigError(f"search space {name}={text} reaches {error}") from None
     except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
         raise ConfigError(f"search space {name}={text}: {override} fails: {first_line(error)}") from None
+
+
+def default_study_name(search: Search) -> str:
+    """`search-` and a hash of what decides the trials: the search's signature, and the sampler and pruner
+    with their settings (another sampler seed is another draw of the search, not more of the same one).
+    Not n_trials: raising it continues the study."""
+    s = search.settings
+    strategy = {"sampler": s.sampler, "sampler_seed": s.sampler_seed, "pruner": search.pruner}
+    if s.sampler == "tpe":
+        strategy["n_startup_trials"] = s.n_startup_trials
+    text = json.dumps({**search.signature, **strategy}, sort_keys=True)
+    return f"search-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def default_storage(config: DictConfig) -> str:

@@ -1,11 +1,14 @@
 """A job's side of an Optuna search: report each greedy evaluation to its trial, stop when the trial is pruned.
 
 A trial trains several seeds, one job each, often at the same time. Each job keeps its own evaluations
-in the trial's user attribute `evals_seed_<seed>` (one writer per key, so no job overwrites another's),
-and the trial's intermediate value at step s is the mean `eval_return_mean` over the seeds that have
-reported s so far (`trial_means`). At each evaluation the job asks the trial's pruner about that mean
-against the other trials; a pruned trial is marked (`pruned`), and its other seeds stop at their own
-next evaluation. The search (`dqn.search`) writes the final means when it ends the trial.
+in the trial's user attribute `evals_seed_<seed>` (one writer per key, so no job overwrites another's).
+The trial's intermediate value at step s (`trial_means`) is, over the seeds that have reported s, the mean
+of each seed's evaluations up to s: the area under its learning curve so far, not its latest evaluation.
+A 10-episode evaluation is noisy; on the full-budget local_optimum grid the running mean ranked the
+configs' final scores far more steadily (docs/search.md). At each evaluation the job asks the trial's
+pruner about that value against the other trials' at the same step; a pruned trial is marked (`pruned`),
+and its other seeds stop at their own next evaluation. The search (`dqn.search`) writes the final values
+when it ends the trial.
 
 Pruning is an aid, never a reason to fail: if the study cannot be reached, the job trains on and says so.
 """
@@ -39,13 +42,16 @@ class Pruned(KeyboardInterrupt):
 
 
 def trial_means(user_attrs: Mapping[str, Any], until: int | None = None) -> dict[int, float]:
-    """The trial's intermediate values: at each step (up to `until`), the mean over the seeds that reported it."""
+    """The trial's intermediate values: at each step s (up to `until`), the mean over the seeds that reported
+    s of each one's mean evaluation up to s."""
     values: dict[int, list[float]] = {}
     for key, evals in user_attrs.items():
         if key.startswith(EVALS):
-            for step, value in evals.items():
-                if until is None or int(step) <= until:
-                    values.setdefault(int(step), []).append(float(value))
+            total = 0.0
+            for n, (step, value) in enumerate(sorted((int(step), float(value)) for step, value in evals.items())):
+                total += value
+                if until is None or step <= until:
+                    values.setdefault(step, []).append(total / (n + 1))
     return {step: sum(seeds) / len(seeds) for step, seeds in sorted(values.items())}
 
 
@@ -160,7 +166,7 @@ class Reporter:
         }.items():
             self.recorder.set_tag(key, tag)
         if record["seed"] == self.seed and record["step"] == step:
-            why = f"its mean {METRIC} over the seeds so far, {record['value']:.1f}, fell behind the other trials"
+            why = f"its seeds' mean {METRIC} so far, {record['value']:.1f}, fell behind the other trials"
         else:
             why = f"seed {record['seed']} found it behind at step {record['step']}"
         raise Pruned(f"trial {self.number} pruned at step {step}: {why}")
