@@ -38,10 +38,14 @@ running() {  # also takes the port a running cluster listens on, which may diffe
 
 DATABASES=(mlflow optuna)
 
+known_database() {  # known_database [DATABASE]: exits 2 on a name this script does not create
+  [[ " ${DATABASES[*]} " == *" ${1:-mlflow} "* ]] || { echo "error: no database $1: one of ${DATABASES[*]}" >&2; exit 2; }
+}
+
 uri() {  # uri [DATABASE]
-  local database=${1:-mlflow}
-  [[ " ${DATABASES[*]} " == *" $database "* ]] || { echo "error: no database $database: one of ${DATABASES[*]}" >&2; exit 2; }
-  echo "postgresql://mlflow:$(cat "$PASSWORD_FILE")@127.0.0.1:$PORT/$database"
+  local password
+  password=$(cat "$PASSWORD_FILE")  # fails (set -e) rather than print a URI without it
+  echo "postgresql://mlflow:$password@127.0.0.1:$PORT/${1:-mlflow}"
 }
 
 psql_admin() {  # over the unix socket in $DIR, as the postgres superuser (peer login)
@@ -94,9 +98,9 @@ status() {
 }
 
 case ${1:-} in
-  start) start "${@:2}" ;;
+  start) known_database "${@:2}" && start "${@:2}" ;;
   stop) stop ;;
   status) status ;;
-  uri) uri "${@:2}" ;;
+  uri) known_database "${@:2}" && { running || true; } && uri "${@:2}" ;;
   *) echo "usage: $0 start|stop|status|uri [DATABASE]" >&2; exit 2 ;;
 esac

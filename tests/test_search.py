@@ -97,15 +97,17 @@ def test_the_default_study_name_tells_draws_of_a_search_apart_but_not_its_length
 
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
 def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store, pruner):
-    """A finished trial that scored 0 at every evaluation is already in the study: with the median pruner
-    from one COMPLETE trial on, or successive halving (only the best of two reaches the next rung), the
-    Acrobot trial (returns < 0) is pruned at its first evaluation, both seeds, run at once on two joblib
-    workers; the CartPole trial (returns > 0) completes."""
+    """A finished trial that scored 0 at every evaluation (and passed successive halving's rungs) is already
+    in the study: with the median pruner from one COMPLETE trial on, or successive halving (only the best
+    of two reaches the next rung), the Acrobot trial (returns < 0) is pruned at its first evaluation, both
+    seeds, run at once on two joblib workers, whichever order the grid sampler draws; the CartPole trial
+    (returns > 0) completes."""
     study = optuna.create_study(storage=storage_url(project), study_name="prune", direction="maximize")
     envs = CategoricalDistribution(["CartPole-v1", "Acrobot-v1"])
     zeros = {500: 0.0, 1000: 0.0, 1500: 0.0}
+    rungs = {f"completed_rung_{rung}": 0.0 for rung in range(4)}  # as successive halving would have left it
     study.add_trial(optuna.trial.create_trial(params={"env.id": "CartPole-v1"}, distributions={"env.id": envs},
-                                              value=0.0, intermediate_values=zeros))  # fmt: skip
+                                              value=0.0, intermediate_values=zeros, system_attrs=rungs))  # fmt: skip
     done = search(
         project, ENVS, "hydra.sweeper.study_name=prune", "hydra.sweeper.sampler=grid", "hydra.sweeper.n_trials=3",
         "hydra.sweeper.n_jobs=1", "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.pruner_startup_trials=1",

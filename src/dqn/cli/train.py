@@ -342,7 +342,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     run = client.create_run(experiment_id, run_name=run_name(tags["group"], settings.seed), tags=tags)
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
     address = ui_address(uri, experiment_id, run.info.run_id)
-    log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, uri, address)
+    log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, redact(uri), address)
     return Recorder(client, run.info.run_id, out_dir), cfg, None, None
 
 

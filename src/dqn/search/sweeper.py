@@ -133,7 +133,7 @@ def check_search(config: DictConfig, loader: Any) -> Search:
     _check(
         storage != tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
         "storage",
-        storage,
+        redact(storage),
         "a database of its own (Optuna's and MLflow's tables clash in one)",
     )
     return replace(search, study_name=name)
@@ -231,7 +231,7 @@ def study_parent(client: MlflowClient, experiment_id: str, search: Search, tags:
             f"tags.study_name = '{search.study_name}' and tags.`dqn.role` = 'sweep'",
             order_by=["attributes.start_time ASC"],
         )
-        runs = [run for run in runs if run.data.tags.get("optuna_storage") == redact(search.storage)]
+        runs = [run for run in runs if run.data.tags.get("optuna_storage") in {search.storage, redact(search.storage)}]
         if not runs:
             return client.create_run(
                 experiment_id, run_name=f"search {search.study_name}", tags={**tags, **search.tags}

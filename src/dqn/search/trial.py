@@ -106,7 +106,10 @@ class Reporter:
         if state != optuna.trial.TrialState.RUNNING:  # e.g. a resumed run of a trial that has ended
             log.info("trial %s of study %s is %s: no pruning", trial.number, trial.study, state.name)
             return None
-        return cls(study, trial_id, trial.number, settings.seed, recorder)
+        reporter = cls(study, trial_id, trial.number, settings.seed, recorder)
+        # A requeued job continues its run: its seed's earlier evaluations stay in the running mean.
+        reporter.evals = dict(storage.get_trial(trial_id).user_attrs.get(f"{EVALS}{settings.seed}", {}))
+        return reporter
 
     def check(self, metrics: Mapping[str, float], step: int) -> None:
         if METRIC not in metrics or self.study is None:

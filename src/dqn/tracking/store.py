@@ -69,7 +69,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^@\s]+@", re.IGNORECASE)
+_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^/\s]+@", re.IGNORECASE)  # to the host's @
 
 
 def redact(text: str) -> str:
@@ -128,7 +128,7 @@ def check_database(uri: str, timeout: int = 5) -> None:
             pass
     except Exception as error:  # a missing driver, a refused connection, bad credentials: all one line
         raise TrackingUnavailable(
-            f"tracking store {uri!r} cannot be used: {type(error).__name__}: {first_line(error)}"
+            f"tracking store {redact(uri)!r} cannot be used: {type(error).__name__}: {redact(first_line(error))}"
         ) from None
     finally:
         if engine is not None:
@@ -151,7 +151,7 @@ def store_lock(uri: str) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = (path.parent / f"{path.name}.lock").open("a")
     except OSError as error:
-        raise TrackingUnavailable(f"tracking store {uri} cannot be created: {first_line(error)}") from None
+        raise TrackingUnavailable(f"tracking store {redact(uri)} cannot be created: {first_line(error)}") from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
@@ -185,8 +185,8 @@ def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
                 client.set_experiment_tag(experiment_id, *UI_KIND)
         except Exception as error:  # a bad URI fails in MLflow, SQLAlchemy, a driver or the OS: all one line
             raise TrackingUnavailable(
-                f"tracking store {uri!r} with experiment {experiment[:60]!r} cannot be used: "
-                f"{type(error).__name__}: {first_line(error)}"
+                f"tracking store {redact(uri)!r} with experiment {experiment[:60]!r} cannot be used: "
+                f"{type(error).__name__}: {redact(first_line(error))}"
             ) from None
     return client, experiment_id
 
