@@ -30,6 +30,8 @@ def test_passwords_in_urls_never_reach_params_or_tags():
         == "lr=0.001 trial.storage='postgresql+psycopg://u:***@db/optuna' mlflow.tracking_uri=http://h:5000"
     )
     assert redact("sqlite:////tmp/mlruns/optuna.db") == "sqlite:////tmp/mlruns/optuna.db"
+    assert redact("postgresql://u:p@ss@db:5432/optuna") == "postgresql://u:***@db:5432/optuna"  # an @ inside it
+    assert redact("http://127.0.0.1:5000/api x=a:b@c") == "http://127.0.0.1:5000/api x=a:b@c"
 
 
 def test_tracking_uri_precedence(project, monkeypatch):

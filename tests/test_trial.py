@@ -4,6 +4,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
+from dqn.config import TrainConfig, TrialConfig
 from dqn.search.trial import Pruned, Reporter, trial_means
 from dqn.tracking.recorder import Recorder
 
@@ -68,3 +69,15 @@ def test_a_trial_that_has_ended_takes_no_more_reports(tmp_path):
     late.check({"eval_return_mean": -1000.0}, 500)
     late.check({"eval_return_mean": -1000.0}, 1000)
     assert late.study is None
+
+
+def test_a_requeued_job_keeps_its_seeds_earlier_evaluations(tmp_path):
+    """SLURM requeues a job mid-trial: its new process reopens the trial with the evaluations it reported
+    before, so the running mean goes on from them instead of restarting at the requeue step."""
+    study, trial = study_with_a_finished_trial(tmp_path, {"kind": "none"})
+    reporter(study, trial, seed=0).check({"eval_return_mean": -100.0}, 500)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    settings = TrainConfig(seed=0, trial=TrialConfig(study=study.study_name, storage=url, number=trial.number))
+    requeued = Reporter.open(settings, Recorder(None, None))
+    requeued.check({"eval_return_mean": 100.0}, 1000)
+    assert study._storage.get_trial(trial._trial_id).intermediate_values == {500: -100.0, 1000: 0.0}
