@@ -116,6 +116,10 @@ def main() -> None:
         project = (args.project or Path(tmp)).resolve()
         project.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(f"sqlite:///{project / 'mlruns' / 'mlflow.db'}")
+        recorded = project / "budget.json"  # a project holds one budget: its finished phases are reused
+        if recorded.exists() and json.loads(recorded.read_text()) != budget(args):
+            sys.exit(f"error: {project} holds runs at budget {recorded.read_text()}: use another --project")
+        recorded.write_text(json.dumps(budget(args)))
         seconds = json.loads((project / "seconds.json").read_text()) if (project / "seconds.json").exists() else {}
         for experiment, overrides in methods(args.replicates).items():
             if not parents(client, experiment):
