@@ -22,12 +22,24 @@ import numpy as np
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
+from dqn.search.trial import EVALS, trial_means
+
 STEPS = (10_000, 15_000, 20_000, 25_000, 30_000, 40_000, 50_000, 60_000, 75_000)
 
 
-def signals(evals: dict[int, float], step: int) -> tuple[float, float]:
-    """(the evaluation at `step`, the mean of the evaluations up to it)."""
-    return evals[step], float(np.mean([value for s, value in evals.items() if s <= step]))
+def latest(seeds: list[dict[int, float]]) -> dict[int, float]:
+    """The signal the search reported before: at each step, the seeds' mean evaluation there."""
+    return {step: float(np.mean([evals[step] for evals in seeds])) for step in seeds[0]}
+
+
+def running(seeds: list[dict[int, float]]) -> dict[int, float]:
+    """The signal the search reports now: `dqn.search.trial.trial_means` itself."""
+    return trial_means(
+        {f"{EVALS}{n}": {str(step): value for step, value in evals.items()} for n, evals in enumerate(seeds)}
+    )
+
+
+SIGNALS = (latest, running)
 
 
 def main() -> None:
@@ -42,6 +54,7 @@ def main() -> None:
     evals = {r.info.run_id: {m.step: m.value for m in client.get_metric_history(r.info.run_id, "eval_return_mean")}
              for r in jobs}  # fmt: skip
     final = {r.info.run_id: r.data.metrics["final_eval_return_mean"] for r in jobs}
+    per_seed = [{i: signal([evals[i]]) for i in evals} for signal in SIGNALS]
     configs: dict[str, list[str]] = defaultdict(list)
     for run in jobs:
         configs[run.data.tags["group"]].append(run.info.run_id)
@@ -49,30 +62,30 @@ def main() -> None:
     ranked = sorted(truth, key=truth.get)
     top, bottom = ranked[-3:], ranked[:3]
     rng = np.random.default_rng(0)
+    draws = [
+        {c: [evals[i] for i in rng.choice(configs[c], 2, replace=False)] for c in configs} for _ in range(args.draws)
+    ]
+    pairs = [[{c: signal(seeds) for c, seeds in draw.items()} for draw in draws] for signal in SIGNALS]
     print(f"{len(jobs)} runs in {len(configs)} configs of {args.experiment}; top 3 by final score: {', '.join(top)}\n")
     print("| step | Spearman, seeds: latest eval | running mean | configs: latest eval | running mean "
           "| cut, top 3 / worst 3: latest eval | running mean |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for step in STEPS:
-        per_seed = {i: signals(evals[i], step) for i in final if step in evals[i]}
-        ids = list(per_seed)
-        seeds = [spearmanr([per_seed[i][k] for i in ids], [final[i] for i in ids])[0] for k in (0, 1)]
-        names = [c for c in configs if all(i in per_seed for i in configs[c])]
-        means = [[np.mean([per_seed[i][k] for i in configs[c]]) for c in names] for k in (0, 1)]
-        groups = [spearmanr(means[k], [truth[c] for c in names])[0] for k in (0, 1)]
-        earlier = [t for t in sorted(evals[ids[0]]) if t <= step]
-        cut = {(k, which): 0 for k in (0, 1) for which in ("top", "bottom")}
-        for _ in range(args.draws):
-            pairs = {c: rng.choice(configs[c], 2, replace=False) for c in names}
-            for k in (0, 1):
-                value = {c: np.mean([per_seed[i][k] for i in pairs[c]]) for c in names}
-                for which, judged in (("top", top), ("bottom", bottom)):
+        ids = [i for i in final if step in evals[i]]
+        names = [c for c in configs if all(i in ids for i in configs[c])]
+        seeds = [spearmanr([signal[i][step] for i in ids], [final[i] for i in ids])[0] for signal in per_seed]
+        means = [[np.mean([signal[i][step] for i in configs[c]]) for c in names] for signal in per_seed]
+        groups = [spearmanr(mean, [truth[c] for c in names])[0] for mean in means]
+        cut = [[0, 0], [0, 0]]  # [signal][top, worst]
+        for k, drawn in enumerate(pairs):
+            for pair in drawn:  # MedianPruner: a trial's best so far against the others' median at the step
+                for which, judged in enumerate((top, bottom)):
                     for c in judged:
-                        best = max(np.mean([signals(evals[i], t)[k] for i in pairs[c]]) for t in earlier)
-                        cut[k, which] += best < np.median([value[o] for o in names if o != c])
-        share = {key: f"{100 * n / (args.draws * 3):.0f}%" for key, n in cut.items()}
+                        best = max(value for t, value in pair[c].items() if t <= step)
+                        cut[k][which] += best < np.median([pair[o][step] for o in names if o != c])
+        share = [[f"{100 * n / (args.draws * 3):.0f}%" for n in row] for row in cut]
         print(f"| {step:,} | {seeds[0]:.2f} | {seeds[1]:.2f} | {groups[0]:.2f} | {groups[1]:.2f} | "
-              f"{share[0, 'top']} / {share[0, 'bottom']} | {share[1, 'top']} / {share[1, 'bottom']} |")  # fmt: skip
+              f"{share[0][0]} / {share[0][1]} | {share[1][0]} / {share[1][1]} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -217,9 +217,7 @@ def seed_run(client: MlflowClient, run: Run) -> SeedRun:
     """A job's group, seed, score and evaluations; histories are read only for FINISHED jobs, the only ones
     that count. The score is the run's final_eval_return_mean; a run from before that evaluation existed
     falls back to its last eval_return_mean (and eval_truncated_fraction)."""
-    group = run.data.tags.get("group", "(no group tag)")
-    seed = run.data.params.get("seed")
-    seed = int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+    group, seed = run.data.tags.get("group", "(no group tag)"), seed_of(run)
     if is_pruned(run):
         return SeedRun(group, seed, None, status=PRUNED)
     if run.info.status != "FINISHED":
@@ -246,14 +244,18 @@ def is_pruned(run: Run) -> bool:
     return run.data.tags.get("pruned") == "true" or run.data.tags.get("trial_state") == PRUNED
 
 
-def pruned_run(client: MlflowClient, run: Run) -> PrunedRun:
+def seed_of(run: Run) -> int | None:
     seed = run.data.params.get("seed")
+    return int(seed) if seed is not None and seed.lstrip("-").isdigit() else None
+
+
+def pruned_run(client: MlflowClient, run: Run) -> PrunedRun:
     evals = history(client, run.info.run_id, LAST_SCORE)
     return PrunedRun(
         name=run.info.run_name or run.info.run_id,
         group=run.data.tags.get("group", "(no group tag)"),
         trial=run.data.tags.get("trial_number", "-"),
-        seed=int(seed) if seed is not None and seed.isdigit() else None,
+        seed=seed_of(run),
         step=evals[-1][0] if evals else None,
         last_eval=evals[-1][1] if evals else None,
     )

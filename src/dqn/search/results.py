@@ -25,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dqn.search.sweeper import INTERRUPTED, SCORES, Search  # noqa: E402
 from dqn.search.trial import PRUNED  # noqa: E402
+from dqn.tracking.store import first_line  # noqa: E402
 
 log = logging.getLogger("dqn")
 ARTIFACTS = "search"  # the parent run's folder for these files
@@ -141,5 +142,5 @@ def plots(study: optuna.Study, out_dir: Path) -> list[Path]:
             plt.close(figure)
             drawn.append(out_dir / name)
         except Exception as error:  # too few trials, a single value: Optuna says why
-            log.info("%s not drawn: %s", name, str(error).splitlines()[0] if str(error) else type(error).__name__)
+            log.info("%s not drawn: %s", name, first_line(error))
     return drawn

@@ -44,7 +44,7 @@ from dqn.config import ConfigError, SearchConfig, validate
 from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import PRUNED, PRUNER, engine_kwargs, trial_means
 from dqn.tracking.store import FolderLock, first_line, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
-from dqn.tracking.sweep import PLUMBING, read_sweep, sweep_stopping
+from dqn.tracking.sweep import config_overrides, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 SAMPLERS = ("tpe", "random", "grid")
@@ -72,7 +72,7 @@ class Search:
     @property
     def signature(self) -> dict[str, Any]:
         """What makes two commands the same search: continuing a study with another one would mix objectives."""
-        return {"space": self.declared, "seeds": self.seeds, "overrides": sorted(without_plumbing(self.fixed))}
+        return {"space": self.declared, "seeds": self.seeds, "overrides": sorted(config_overrides(self.fixed))}
 
     @property
     def pruner(self) -> dict[str, Any]:
@@ -414,7 +414,3 @@ def trial_runs(client: MlflowClient, parent: Run, number: int) -> list[Run]:
         [parent.info.experiment_id],
         f"tags.sweep_id = '{parent.data.tags['sweep_id']}' and tags.trial_number = '{number}'",
     )
-
-
-def without_plumbing(overrides: Sequence[str]) -> list[str]:
-    return [o for o in overrides if not o.startswith(PLUMBING)]
