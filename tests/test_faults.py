@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,13 +102,12 @@ def test_a_read_only_store_is_one_line_and_no_run(project):
     assert "\n" not in done.stderr.strip()
 
 
-def test_unreachable_tracking_server_fails_in_seconds(project):
-    start = time.monotonic()
+def test_unreachable_tracking_server_is_refused_without_retries(project):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"
     }
     done = cli(project, "total_steps=100", env=env)
-    assert done.returncode == 2 and time.monotonic() - start < 30
+    assert done.returncode == 2 and "Retrying" not in done.stderr  # one probe, not MLflow's ~100 s of retries
     assert done.stderr.strip().startswith("error: MLFLOW_TRACKING_URI='http://127.0.0.1:9' is unreachable")
     assert "\n" not in done.stderr.strip()
 

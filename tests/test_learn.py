@@ -14,7 +14,7 @@ from dqn.config import TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, NonFiniteLoss, Stopped, learn
-from dqn.policy import evaluate_episodes
+from dqn.policy import Episode, evaluate_episodes
 from dqn.state import CheckpointMismatch
 
 
@@ -116,16 +116,40 @@ def test_lr_anneal_reaches_zero_at_the_budget(monkeypatch):
     assert seen[-1] == pytest.approx(0.0) and seen == sorted(seen, reverse=True)
 
 
-def test_keep_best_delivers_the_weights_of_the_best_evaluation():
+def scripted_evaluations(monkeypatch, scores: list[float]) -> list[dict]:
+    """Replace the greedy evaluations' scores by `scores` (then 0.0), keeping a copy of the weights
+    each evaluation saw: keep_best is then tested on known scores, not on a seed's luck."""
+    seen = []
+
+    def evaluate(q, env, n, start_seed):
+        seen.append({k: v.clone() for k, v in q.network.state_dict().items()})
+        score = scores[len(seen) - 1] if len(seen) <= len(scores) else 0.0
+        return [Episode(score=score, length=1, truncated=False, last_reward=0.0) for _ in range(n)]
+
+    monkeypatch.setattr(learn_module, "evaluate_episodes", evaluate)
+    return seen
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("scores, best", [([10.0, 50.0, 20.0], 1), ([10.0, 20.0, 50.0], 2), ([30.0, 30.0, 5.0], 1)])
+def test_keep_best_delivers_the_weights_of_the_best_evaluation(monkeypatch, scores, best):
+    seen = scripted_evaluations(monkeypatch, scores + [-1.0])  # evaluations at 1000, 2000, 2500; then the final
     history, log = recording()
-    cfg = tiny(keep_best=True, eval_episodes=2, eval_every=500, seed=1)  # a seed whose last weights fall back
-    q = learn(cfg, log)
-    scores = [mean for _, mean in history["eval_return_mean"]]
-    assert len(set(scores)) > 1 and scores[-1] < max(scores)  # the last weights are not the best here
+    q = learn(tiny(keep_best=True), log)
+    assert [mean for _, mean in history["eval_return_mean"]] == scores
     assert history["best_eval_return_mean"][-1][1] == max(scores)
-    env = make_env(cfg.env.id, cfg.env.eval_max_episode_steps)
-    again = [e.score for e in evaluate_episodes(q, env, 2, cfg.seed + EVAL_SEED_OFFSET)]
-    assert sum(again) / 2 == pytest.approx(max(scores))  # same starts, same greedy policy: same score
+    assert same_weights(q.network.state_dict(), seen[best])  # ties go to the later evaluation
+    assert same_weights(seen[-1], seen[best])  # the final evaluation scored the delivered weights
+    assert best == 2 or not same_weights(seen[best], seen[2])  # and they are not the last weights
+
+
+def test_without_keep_best_the_last_weights_are_delivered(monkeypatch):
+    seen = scripted_evaluations(monkeypatch, [10.0, 50.0, 20.0, -1.0])
+    q = learn(tiny(keep_best=False))
+    assert same_weights(q.network.state_dict(), seen[2]) and not same_weights(seen[2], seen[1])
 
 
 def test_checkpoints_from_before_keep_best_still_resume():
