@@ -26,6 +26,12 @@ def test_wraps_around_overwriting_the_oldest():
     assert buffer.position == 3
 
 
+def test_sample_is_a_named_batch_that_unpacks_like_the_exercise():
+    batch = filled(20, capacity=50).sample(8)
+    observations, actions, rewards, next_observations, dones = batch
+    assert batch.dones is dones and batch.observations is observations and batch._fields[2] == "rewards"
+
+
 def test_sample_shapes_and_dtypes():
     observations, actions, rewards, next_observations, dones = filled(20, capacity=50).sample(8)
     assert observations.shape == next_observations.shape == (8, 2)

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import NamedTuple
 
 import numpy as np
 import torch
+
+
+class Batch(NamedTuple):
+    """A sampled batch, one row per transition; it unpacks like the exercise's 5-tuple."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    dones: np.ndarray
+    """Terminations only: a truncated transition bootstraps."""
 
 
 class ExperienceBuffer:
@@ -44,10 +56,10 @@ class ExperienceBuffer:
         self.position = (i + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, batch_size: int) -> tuple[np.ndarray, ...]:
+    def sample(self, batch_size: int) -> Batch:
         """A uniform batch, drawn with replacement (cheap, and unbiased for large buffers)."""
         idx = self.rng.integers(0, self.size, size=batch_size)
-        return (
+        return Batch(
             self.observations[idx],
             self.actions[idx],
             self.rewards[idx],

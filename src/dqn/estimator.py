@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dqn.migrations import WEIGHTS_VERSION, migrate_weights
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "gelu": nn.GELU}
 # The same functions in numpy, for `greedy_action`'s fast path (numpy has no erf, so no gelu).
 NUMPY_ACTIVATIONS = {
@@ -194,7 +196,7 @@ class ActionValueEstimator:
         """Weights plus the architecture, so a default-constructed estimator can load them."""
         torch.save(
             {
-                "format_version": 2,
+                "format_version": WEIGHTS_VERSION,
                 "state_dict": self.network.state_dict(),
                 "hidden_sizes": self.hidden_sizes,
                 "activation": self.activation,
@@ -206,9 +208,7 @@ class ActionValueEstimator:
 
     def load_weights(self, path: str | Path) -> None:
         """Load weights saved by `save_weights`, rebuilding the network if its shape differs."""
-        from dqn.state import migrate  # state builds estimators: importing it at the top would be circular
-
-        saved = migrate(torch.load(path, map_location=self.device, weights_only=True))
+        saved = migrate_weights(torch.load(path, map_location=self.device, weights_only=True))
         architecture = (list(saved["hidden_sizes"]), saved["activation"], saved["dueling"], saved["layer_norm"])
         if architecture != (self.hidden_sizes, self.activation, self.dueling, self.layer_norm):
             self._build(*architecture)

@@ -96,10 +96,12 @@ def td_update(cfg: TrainConfig, q: ActionValueEstimator, q_target: ActionValueEs
 
     Double DQN: the online network picks a*, the target network rates it.
     """
-    observations, actions, rewards, next_observations, dones = buffer.sample(cfg.batch_size)
+    batch = buffer.sample(cfg.batch_size)
     online = q if cfg.double_q else None
-    targets = compute_target_values(q_target, rewards, next_observations, dones, cfg.gamma**cfg.n_step, online)
-    loss = q.train(observations, actions, targets)
+    targets = compute_target_values(
+        q_target, batch.rewards, batch.next_observations, batch.dones, cfg.gamma**cfg.n_step, online
+    )
+    loss = q.train(batch.observations, batch.actions, targets)
     if not math.isfinite(loss):
         raise NonFiniteLoss(f"loss became {loss} at step {step}")
     return loss

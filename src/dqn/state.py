@@ -1,10 +1,10 @@
-"""A training run's state as one typed object, and the one place that reads files older code wrote.
+"""A training run's state as one typed object: what a checkpoint holds and how a run continues from one.
 
 `TrainingState` holds everything a run needs to continue exactly as if it had never stopped: both
 networks, the optimizer, the replay buffer, every RNG, the step counters, the best evaluation's
 weights and the training clock. `state_dict()` is the checkpoint (plain tensors, numbers and numpy
-RNG states, so it loads with torch's weights-only mode); `migrate()` turns what an older version
-wrote (a checkpoint, a weights file or a run's config) into today's form.
+RNG states, so it loads with torch's weights-only mode); older checkpoints are read through
+`dqn.migrations.migrate_checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ from dqn.buffer import ExperienceBuffer
 from dqn.config import Device, TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
-
-FORMAT_VERSION = 2
-"""1: no version key (before network.layer_norm, the dueling head and keep_best existed); 2: today's."""
+from dqn.migrations import CHECKPOINT_VERSION, migrate_checkpoint
 
 
 class CheckpointMismatch(ValueError):
@@ -93,26 +91,6 @@ def shapes(cfg: TrainConfig, env: gymnasium.Env) -> dict[str, Any]:
 CHECKPOINT_KEYS = ("shapes", "step", "last_eval", "train_seconds", "q", "q_target", "optimizer", "buffer", "rng")
 
 
-def migrate(saved: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint, a weights file or a run's config.yaml, as an older version wrote it, in today's form.
-
-    Each default here is what the missing key meant when the file was written: runs from before
-    `network.layer_norm` trained without it, weights from before the dueling head have none, and
-    checkpoints from before `keep_best` hold no best weights.
-    """
-    saved = dict(saved)
-    if "rng" in saved:  # a checkpoint
-        if saved.get("format_version", 1) < FORMAT_VERSION:
-            saved["shapes"] = {"network.layer_norm": False} | saved.get("shapes", {})
-            saved.setdefault("best", {"score": -math.inf, "q": None})
-            saved["format_version"] = FORMAT_VERSION
-    elif "state_dict" in saved:  # a weights file
-        saved = {"dueling": False, "layer_norm": False} | saved
-    else:  # a config: keys it lacks get the meaning they had before they existed
-        saved["network"] = {"layer_norm": False} | dict(saved.get("network") or {})
-    return saved
-
-
 def check_shapes(cfg: TrainConfig, state: dict[str, Any], env: gymnasium.Env) -> None:
     """Refuse, naming the key, a checkpoint (already migrated) this config cannot continue."""
     missing = [key for key in CHECKPOINT_KEYS if key not in state]
@@ -128,7 +106,7 @@ def check_checkpoint(cfg: TrainConfig, state: dict[str, Any]) -> None:
     """`check_shapes` before anything is built: a resume is refused before its run is touched."""
     env = make_env(cfg.env.id, cfg.env.max_episode_steps, **cfg.env.kwargs)
     try:
-        check_shapes(cfg, migrate(state), env)
+        check_shapes(cfg, migrate_checkpoint(state), env)
     finally:
         env.close()
 
@@ -170,7 +148,7 @@ class TrainingState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "format_version": FORMAT_VERSION,
+            "format_version": CHECKPOINT_VERSION,
             "shapes": shapes(self.cfg, self.env),
             "step": self.step,
             "last_eval": self.last_eval,
@@ -190,7 +168,7 @@ class TrainingState:
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         """Continue from a checkpoint of any version; refuses one made under other shapes."""
-        saved = migrate(saved)
+        saved = migrate_checkpoint(saved)
         check_shapes(self.cfg, saved, self.env)
         self.q.network.load_state_dict(saved["q"])
         self.q_target.network.load_state_dict(saved["q_target"])

@@ -41,9 +41,10 @@ from dqn.config import (
     validate,
 )
 from dqn.learn import learn
+from dqn.migrations import migrate_config
 from dqn.report.figures import learning_curve
 from dqn.search import trial
-from dqn.state import CheckpointMismatch, check_checkpoint, migrate
+from dqn.state import CheckpointMismatch, check_checkpoint
 from dqn.tracking import models
 from dqn.tracking.recorder import HEARTBEAT_TAG, Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (
@@ -249,7 +250,7 @@ def resumed_config(client: MlflowClient, run: Run, overrides: list[str], out_dir
     run_id = run.info.run_id
     try:
         config_file = client.download_artifacts(run_id, "config.yaml", str(out_dir))
-        saved = OmegaConf.create(migrate(OmegaConf.to_container(OmegaConf.load(config_file))))
+        saved = OmegaConf.create(migrate_config(OmegaConf.to_container(OmegaConf.load(config_file))))
     except (MlflowException, OSError):
         raise ResumeError(f"resume={run_id}: the run has no config.yaml to continue with") from None
     except Exception as error:  # YAML and OmegaConf errors alike: the file is not a config
