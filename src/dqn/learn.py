@@ -111,10 +111,10 @@ class EpisodeTally:
     """The running episode's return, length and TD losses."""
 
     def __init__(self) -> None:
-        self.reward, self.length, self.losses = 0.0, 0, []
+        self.episode_return, self.length, self.losses = 0.0, 0, []
 
     def add(self, reward: float) -> None:
-        self.reward += float(reward)
+        self.episode_return += float(reward)
         self.length += 1
 
 
@@ -143,7 +143,7 @@ class Hooks:
         """Before the reset: log the episode, checkpoint when due or asked to stop, then stop if asked."""
         s = self.s
         metrics = {
-            "episode_return": episode.reward,
+            "episode_return": episode.episode_return,
             "episode_length": float(episode.length),
             "epsilon": eps,
             "steps_per_second": s.step / s.clock.seconds(),
