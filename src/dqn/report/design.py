@@ -20,16 +20,20 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.stats import norm
 
+from dqn.environment import SOLVED
 from dqn.report.statistics import (
     ALPHA,
     HOVER,
+    MIN_SEEDS_FOR_CI,
     PERMUTATIONS,
     POWER,
     RESAMPLES,
     RNG_SEED,
     Permuted,
     SeedRun,
+    bootstrap_ci,
     holm,
+    iqm,
     permutation_blocks,
 )
 
@@ -349,6 +353,60 @@ def hover_test(design: Design, key: str, hovered: np.ndarray, known: np.ndarray,
     return HoverTest(key, counts, result.p)
 
 
+# --- what the figures show ---
+
+
+def band(scores: np.ndarray) -> tuple[float, float, float]:
+    """IQM and its band: the 95% bootstrap CI from MIN_SEEDS_FOR_CI seeds on, the seeds' min to max below."""
+    if scores.size >= MIN_SEEDS_FOR_CI:
+        low, high = bootstrap_ci(scores[:, None])
+        return iqm(scores), float(low[0]), float(high[0])
+    return iqm(scores), float(scores.min()), float(scores.max())
+
+
+def select(design: Design, **values: str) -> np.ndarray:
+    """The scores of the seeds with these key values."""
+    mask = [all(cell[key] == value for key, value in values.items()) for cell in design.cells]
+    return design.scores[np.array(mask, dtype=bool)]
+
+
+def heatmap_grid(design: Design) -> tuple[tuple[str, list[str]], tuple[str, list[str]], np.ndarray, list[list[str]]]:
+    """For two varied keys: (row key, values), (column key, values), the IQM per cell, "k/n" seeds solved."""
+    rows, columns = design.varied()
+    iqms = np.full((len(design.levels[rows]), len(design.levels[columns])), np.nan)
+    solved = [["" for _ in design.levels[columns]] for _ in design.levels[rows]]
+    for i, row in enumerate(design.levels[rows]):
+        for j, column in enumerate(design.levels[columns]):
+            scores = select(design, **{rows: row, columns: column})
+            if scores.size:
+                iqms[i, j] = iqm(scores)
+                solved[i][j] = f"{int(np.sum(scores >= SOLVED))}/{scores.size}"
+    return (rows, design.levels[rows]), (columns, design.levels[columns]), iqms, solved
+
+
+def sensitivity(design: Design) -> dict[str, tuple[list[str], dict[str, tuple[np.ndarray, ...]]]]:
+    """Per varied key: its values and the lines to draw, all seeds pooled and (with two keys) one per value
+    of the other key; a value without seeds is nan."""
+    keys = design.varied()
+    panels = {}
+    for key in keys:
+        others = [other for other in keys if other != key]
+        lines = {f"all seeds (pooled over {', '.join(others)})" if others else "all seeds": curve(design, key)}
+        if len(others) == 1:
+            (other,) = others
+            for value in design.levels[other]:
+                lines[f"{other}={value}"] = curve(design, key, **{other: value})
+        panels[key] = (design.levels[key], lines)
+    return panels
+
+
+def curve(design: Design, key: str, **fixed: str) -> tuple[np.ndarray, ...]:
+    points = [select(design, **fixed, **{key: level}) for level in design.levels[key]]
+    return tuple(
+        np.array(column) for column in zip(*(band(p) if p.size else (np.nan,) * 3 for p in points), strict=True)
+    )
+
+
 # --- the lines at the top of the report ---
 
 
@@ -364,7 +422,8 @@ class Analysis:
         """One plain line per key, then the interaction and hovering: the answer before the details."""
         if self.design is None:
             return [f"Per-key analysis: {self.note}."]
-        lines = [effect_line(effect, len(self.effects)) for effect in self.effects]
+        strongest = sorted(self.effects, key=lambda e: (e.p_adjusted is None, e.p_adjusted or 0.0, e.key))
+        lines = [effect_line(effect, len(self.effects)) for effect in strongest]
         if self.interaction is not None:
             lines.append(interaction_line(self.interaction))
         lines += [hover_line(test) for test in self.hover]
