@@ -299,7 +299,7 @@ def test_verdict_with_one_group_or_none():
     "sizes, sweeps",
     [
         ((4, 5), 400),  # a one-sided test of the group that came out ahead would say "better" ~10% of the time
-        ((5, 5, 5, 5), 150),  # Holm over the best's 3 pairs alone, not all 6: ~7%
+        ((5, 5, 5, 5), 150),  # four groups: the step-down re-chooses the best in every permutation
     ],
 )
 def test_same_distribution_groups_are_called_different_at_most_5_percent_of_the_time(sizes, sweeps):
