@@ -213,7 +213,12 @@ def separated(sizes: Sequence[Sequence[int]]) -> list[np.ndarray]:
     return [np.repeat(1000.0 * np.arange(len(block)), block) for block in sizes]
 
 
-def level_means(strata, sizes, names, levels: Sequence[str]) -> tuple[float, ...]:
+Strata = list[np.ndarray]  # per combination of the other keys: its seeds' values, block after block
+Blocks = list[list[int]]  # per stratum: seeds per block
+Names = list[tuple[str, ...]]  # per stratum: the key's value of each block
+
+
+def level_means(strata: Strata, sizes: Blocks, names: Names, levels: Sequence[str]) -> tuple[float, ...]:
     """Per level, the mean over strata of its cell mean (nan where no tested stratum holds it): every
     combination of the other keys weighs the same, whatever its seeds."""
     cell_means: dict[str, list[float]] = defaultdict(list)
@@ -224,7 +229,9 @@ def level_means(strata, sizes, names, levels: Sequence[str]) -> tuple[float, ...
     return tuple(float(np.mean(cell_means[level])) if cell_means[level] else math.nan for level in levels)
 
 
-def level_difference(strata, sizes, names, best: str, worst: str) -> tuple[float | None, tuple[float, float] | None]:
+def level_difference(
+    strata: Strata, sizes: Blocks, names: Names, best: str, worst: str
+) -> tuple[float | None, tuple[float, float] | None]:
     """Mean over the strata holding both levels of (best cell mean - worst cell mean), with a 95% bootstrap
     CI that resamples seeds within each cell (a stratified bootstrap, rng seed fixed)."""
     pairs = []
@@ -245,7 +252,7 @@ def level_difference(strata, sizes, names, best: str, worst: str) -> tuple[float
     return float(point), (float(low_ci), float(high_ci))
 
 
-def detectable_difference(strata, sizes, seeds_per_level: int) -> float | None:
+def detectable_difference(strata: Strata, sizes: Blocks, seeds_per_level: int) -> float | None:
     """(z_{1-alpha/2} + z_power) sd sqrt(2 / n): the difference between two levels of n seeds each that a
     two-sided test of means finds with POWER; sd pooled within cells. A normal approximation: it ignores
     the other levels and the permutation test's own distribution."""
@@ -266,6 +273,8 @@ def detectable_difference(strata, sizes, seeds_per_level: int) -> float | None:
 
 @dataclass(frozen=True)
 class Interaction:
+    """Whether the effect of one key depends on the other's value; p None (and why in `note`) when untested."""
+
     keys: tuple[str, str]
     p: float | None
     note: str = ""
@@ -412,6 +421,8 @@ def curve(design: Design, key: str, **fixed: str) -> tuple[np.ndarray, ...]:
 
 @dataclass(frozen=True)
 class Analysis:
+    """Everything the report says per key; `note` says why there is no design when `design` is None."""
+
     design: Design | None
     effects: tuple[MainEffect, ...] = ()
     interaction: Interaction | None = None
