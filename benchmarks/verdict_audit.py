@@ -11,7 +11,7 @@ Three rules side by side: the OLD verdict (before 2026-12-06: permutation test o
 over every pair of groups with 4 seeds or more, re-implemented below for comparison only), the NEW verdict
 (dqn.report.statistics.step_down: the best against the rest) and the main-effect test (dqn.report.design).
 
-    nice -n 10 python benchmarks/verdict_audit.py [--sims 100] [--permutations 999] [--seed 0]
+    nice -n 10 python benchmarks/verdict_audit.py [--sims 100] [--permutations 999] [--seed 0] [--scenario null]
 
 Permutations are fewer than the report's 9,999, to keep the audit to minutes; the p floor stays at 0.001.
 """
@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=100, help="simulated sweeps per row")
     parser.add_argument("--permutations", type=int, default=999, help="Monte Carlo permutations per test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these (default: all)")
     args = parser.parse_args()
     start = time.perf_counter()
     se = math.sqrt(0.05 * 0.95 / args.sims)
@@ -144,7 +145,7 @@ def main() -> None:
     )
     print("| scenario | design | seeds per config | old verdict | new verdict | main effect |")
     print("|---|---|---|---|---|---|")
-    for scenario, (name, design), n in itertools.product(SCENARIOS, DESIGNS.items(), SEEDS):
+    for scenario, (name, design), n in itertools.product(args.scenario or SCENARIOS, DESIGNS.items(), SEEDS):
         if scenario == "level +60" and design[1] == 1:
             continue  # with one key a level is a config
         rates = audit(design, n, scenario, args.sims, args.permutations, args.seed)
