@@ -125,6 +125,11 @@ def test_hover_counts_are_tested_as_counts():
     assert tests["lr"].p == pytest.approx((2 / 70) ** 2)
     assert tests["lr"].counts == (("0.0001", 8, 8), ("0.001", 0, 8))
     assert tests["b"].p == pytest.approx(1.0)  # within each lr every seed is alike
+    # across the 4 configs, one stratum: as extreme only when the 8 hovering seeds fill two configs, C(4, 2) ways,
+    # each C(8, 4)^2 = 4,900 arrangements of the seeds, of 16! / (4!)^4 = 63,063,000: exact p 4.7e-4; Monte Carlo
+    exact = 6 * 70 * 70 / 63_063_000
+    assert tests["config"].p == pytest.approx(exact, abs=6e-4) and tests["config"].p >= 1 / 10_000
+    assert tests["config"].counts[0] == ("b=1,lr=0.0001", 4, 4)
 
 
 def draw(rng: np.random.Generator, n: int) -> np.ndarray:

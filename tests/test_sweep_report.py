@@ -203,13 +203,15 @@ def test_a_grid_sweep_answers_per_key_at_the_top_with_a_heatmap(store, capsys):
     assert lines[3].startswith("- batch_size: no effect detected at this design, p = ")
     assert lines[4].startswith("- batch_size x lr interaction: none detected, p = ")
     assert "- hovering by lr: 0.0001 2/6, 0.001 0/6 seeds hovered; no difference detected" in lines[6]
+    assert lines[7].startswith("- hovering by config: batch_size=256,lr=0.0001 1/3, ")
     # 3 v 3 seeds: the step-down's last step floors at 2/20; the main effects' floor is 4/400
-    assert lines[7].startswith("- Verdict: Best by IQM: batch_size=256,lr=0.001") and (
+    verdict = lines[8]
+    assert verdict.startswith("- Verdict: Best by IQM: batch_size=256,lr=0.001") and (
         "with 3 seeds and 4 groups no single config can be shown best at p < 0.05: the smallest p this comparison "
-        "can reach is 0.100" in lines[7]
+        "can reach is 0.100" in verdict
     )
-    assert lines[7].endswith("The main effects can (smallest p, unadjusted: batch_size 0.010, lr 0.010).")
-    assert lines[9] == "![heatmap.png](heatmap.png)" and lines[11] == "![sensitivity.png](sensitivity.png)"
+    assert verdict.endswith("The main effects can (smallest p, unadjusted: batch_size 0.010, lr 0.010).")
+    assert lines[10] == "![heatmap.png](heatmap.png)" and lines[12] == "![sensitivity.png](sensitivity.png)"
     low, high = (float(v) for v in lines[2].split("[95% CI ")[1].split("]")[0].split(", "))
     assert 80 < low < 108.3 < high < 140  # resampled within cells: never wider than the cells' ranges allow
     printed = capsys.readouterr().out

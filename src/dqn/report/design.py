@@ -342,7 +342,14 @@ def hover_tests(design: Design, permutations: int = PERMUTATIONS) -> list[HoverT
     sum of squares is the (stratified) chi-square's numerator, so this is a permutation chi-square test."""
     known = ~np.isnan(design.hovered)
     hovered = np.nan_to_num(design.hovered)
-    return [hover_test(design, key, hovered, known, permutations) for key in design.varied()]
+    tests = [hover_test(design, key, hovered, known, permutations) for key in design.varied()]
+    if len(design.varied()) > 1:  # and across configs, one stratum: is hovering a property of some configs?
+        names = [",".join(f"{key}={cell[key]}" for key in design.keys) for cell in design.cells]
+        configs = Design(
+            ("config",), {"config": sorted(set(names))}, [{"config": n} for n in names], design.scores, hovered
+        )
+        tests.append(hover_test(configs, "config", hovered, known, permutations))
+    return tests
 
 
 def hover_test(design: Design, key: str, hovered: np.ndarray, known: np.ndarray, permutations: int) -> HoverTest:
