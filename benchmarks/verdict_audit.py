@@ -1,30 +1,41 @@
-"""How often the sweep report's verdict is wrong, before and after the 2026-11-29 change: a simulation.
+"""How often the sweep report's claims are wrong, and how often they find a real difference: a simulation.
 
-Two groups of seeds per simulated sweep, final returns drawn from the audit's bimodal mixture
-0.7 N(240, 30) + 0.3 N(100, 60) (a solved mode and a stuck one; true IQM 219.3):
-- false claims: both groups from the mixture; the share of sweeps in which the verdict calls one better;
-- power: one group shifted by +20.7 (true IQM 240); the share in which it is called better (240 vs 219);
-- CI coverage: the share of groups whose printed 95% CI holds the true IQM.
+Each simulated sweep draws every seed's final return from the audit's bimodal mixture
+0.7 N(240, 30) + 0.3 N(100, 60) (a solved mode and a stuck one; true IQM 219.3), in two designs:
+2 configs (one key, 2 values) and 9 configs (keys a x b, 3 values each), with 3, 5 or 10 seeds a config.
+- null: every config drawn alike; a false claim is any "better than" of the verdict, or any key "matters";
+- config +60: config (a=0, b=0) shifted by +60; power is the verdict naming it best and better than every other
+  one, and the main-effect test finding a or b;
+- level +60 (9 configs only): every config with a=0 shifted by +60; power is the main-effect test finding a.
+Three rules side by side: the OLD verdict (before 2026-12-06: permutation test of the IQM difference, Holm
+over every pair of groups with 4 seeds or more, re-implemented below for comparison only), the NEW verdict
+(dqn.report.statistics.step_down: the best against the rest) and the main-effect test (dqn.report.design).
 
-    python benchmarks/verdict_audit.py [--sweeps 1000] [--seed 0]
+    nice -n 10 python benchmarks/verdict_audit.py [--sims 100] [--permutations 999] [--seed 0] [--scenario null]
 
-The old rule (before 2026-11-29) is re-implemented below, labelled as such; the new one is dqn.report.statistics.
+Permutations are fewer than the report's 9,999, to keep the audit to minutes; the p floor stays at 0.001.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import time
 
 import numpy as np
 from scipy.integrate import quad
 from scipy.optimize import brentq
-from scipy.stats import norm
+from scipy.stats import norm, permutation_test, trim_mean
 
-from dqn.report.statistics import SeedRun, bootstrap_ci, iqm, summarize, verdict
+from dqn.report.design import design_of, main_effects
+from dqn.report.statistics import ALPHA, SeedRun, holm, iqm, step_down
 
 WEIGHTS, MEANS, STDS = (0.7, 0.3), (240.0, 100.0), (30.0, 60.0)
-SEEDS_PER_GROUP = (2, 3, 5, 10)
+SEEDS = (3, 5, 10)
+SHIFT = 60.0
+DESIGNS = {"2 configs": (2, 1), "9 configs (3x3)": (3, 3)}  # values of key a, values of key b
+SCENARIOS = ("null", "config +60", "level +60")
 
 
 def draw(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:
@@ -45,86 +56,102 @@ def true_iqm() -> float:
     return quad(lambda x: x * density(x), low, high)[0] / 0.5
 
 
-# --- the old rule, as the report had it before 2026-11-29 (re-implemented here for comparison only) ---
+def sweep(rng: np.random.Generator, design: tuple[int, int], n: int, scenario: str) -> dict[str, np.ndarray]:
+    """Scores per config, named as a sweep names its groups; the shifted config is a=0,b=0."""
+    cells = {}
+    for a, b in itertools.product(range(design[0]), range(design[1])):
+        shifted = (scenario == "config +60" and a == b == 0) or (scenario == "level +60" and a == 0)
+        group = f"a={a},b={b}" if design[1] > 1 else f"a={a}"
+        cells[group] = draw(rng, n, SHIFT * shifted)
+    return cells
 
 
-def old_ci(scores: np.ndarray) -> tuple[float, float]:
-    """OLD: the percentile bootstrap CI of the IQM at every seed count (at 4 or fewer: the min and max)."""
-    low, high = bootstrap_ci(scores[:, None])
-    return float(low[0]), float(high[0])
+# --- the old verdict, as the report had it before 2026-12-06 (re-implemented here for comparison only) ---
 
 
-def old_rule(a: np.ndarray, b: np.ndarray) -> str | None:
-    """OLD: the group with the higher IQM is "separated" when its CI's low end is above the other's high end."""
-    (best, best_scores), (other, other_scores) = sorted([("a", a), ("b", b)], key=lambda kv: -iqm(kv[1]))
-    return best if old_ci(best_scores)[0] > old_ci(other_scores)[1] else None
+def old_p(x: np.ndarray, y: np.ndarray, permutations: int) -> float:
+    """OLD: two-sided permutation test of the IQM difference (exact up to `permutations` splits)."""
+    result = permutation_test(
+        (x, y),
+        lambda a, b, axis: trim_mean(a, 0.25, axis=axis) - trim_mean(b, 0.25, axis=axis),
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=permutations,
+        random_state=0,
+    )
+    return float(result.pvalue)
 
 
-# --- the new rule: dqn.report.statistics as it is ---
+def old_verdict(cells: dict[str, np.ndarray], permutations: int) -> tuple[str, list[bool]]:
+    """OLD: the best by IQM, and per other group whether it is "separated": Holm over every pair (4+ seeds)."""
+    ranked = sorted(cells, key=lambda group: -iqm(cells[group]))
+    testable = [group for group in ranked if cells[group].size >= 4]
+    pairs = list(itertools.combinations(testable, 2))
+    adjusted = dict(zip(pairs, holm([old_p(cells[a], cells[b], permutations) for a, b in pairs]), strict=True))
+    best = ranked[0]
+    separated = [adjusted.get((best, other), adjusted.get((other, best), 1.0)) < ALPHA for other in ranked[1:]]
+    return best, separated
 
 
-def new_rule(a: np.ndarray, b: np.ndarray) -> str | None:
-    """NEW: the group the verdict calls better than the other (Holm-adjusted permutation test), if any."""
-    runs = [SeedRun(group, i, float(v)) for group, scores in (("a", a), ("b", b)) for i, v in enumerate(scores)]
-    result = verdict(summarize(runs))
-    return result.best.group if any(c.separated for c in result.comparisons) else None
+# --- the new verdict and the main-effect test: dqn.report as it is ---
 
 
-def new_ci(scores: np.ndarray) -> tuple[float, float] | None:
-    """NEW: the report's CI, None where it prints none (under 5 seeds)."""
-    (row,) = summarize([SeedRun("g", i, float(v)) for i, v in enumerate(scores)])
-    return None if row.ci_low is None else (row.ci_low, row.ci_high)
+def new_verdict(cells: dict[str, np.ndarray], permutations: int) -> tuple[str, list[bool]]:
+    ranked = sorted(cells, key=lambda group: -iqm(cells[group]))
+    adjusted = step_down([cells[group] for group in ranked], permutations)
+    return ranked[0], [p < ALPHA for p in adjusted]
 
 
-def audit(n: int, sweeps: int, seed: int, target: float) -> dict[str, float | None]:
-    """Rates over `sweeps` simulated two-group sweeps of `n` seeds per group."""
-    rng = np.random.default_rng([seed, n])
-    shift = 240.0 - target
-    counts = dict.fromkeys(("old_false", "new_false", "old_power", "new_power", "old_cover", "new_cover"), 0)
-    new_intervals = 0
-    for _ in range(sweeps):
-        a, b = draw(rng, n), draw(rng, n)
-        counts["old_false"] += old_rule(a, b) is not None
-        counts["new_false"] += new_rule(a, b) is not None
-        low, high = old_ci(a)
-        counts["old_cover"] += low <= target <= high
-        interval = new_ci(a)
-        if interval is not None:
-            new_intervals += 1
-            counts["new_cover"] += interval[0] <= target <= interval[1]
-        shifted, base = draw(rng, n, shift), draw(rng, n)
-        counts["old_power"] += old_rule(shifted, base) == "a"
-        counts["new_power"] += new_rule(shifted, base) == "a"
-    rates: dict[str, float | None] = {key: value / sweeps for key, value in counts.items()}
-    rates["new_cover"] = counts["new_cover"] / new_intervals if new_intervals else None
-    return rates
+def effects(cells: dict[str, np.ndarray], permutations: int) -> set[str]:
+    """The keys the report says matter."""
+    runs = [SeedRun(group, seed, float(v)) for group, scores in cells.items() for seed, v in enumerate(scores)]
+    design, _ = design_of(runs)
+    return {effect.key for effect in main_effects(design, permutations) if effect.matters}
 
 
-def table(rows: dict[int, dict[str, float | None]], sweeps: int, target: float) -> str:
-    def cell(value: float | None) -> str:
-        return "no CI" if value is None else f"{value:.1%}"
+def outcome(scenario: str, cells: dict[str, np.ndarray], permutations: int) -> tuple[float, float, float]:
+    """(old verdict, new verdict, main effect): a false claim under the null, a found difference otherwise
+    (nan: three configs share the best level, so there is no single best config to find)."""
+    shifted = next(iter(cells))  # a=0,b=0
+    found = effects(cells, permutations)
+    if scenario == "level +60":
+        return math.nan, math.nan, "a" in found
+    verdicts = []
+    for rule in (old_verdict, new_verdict):
+        best, separated = rule(cells, permutations)
+        verdicts.append(any(separated) if scenario == "null" else best == shifted and all(separated))
+    if scenario == "null":
+        return verdicts[0], verdicts[1], bool(found)
+    return verdicts[0], verdicts[1], bool(found)
 
-    lines = [
-        f"{sweeps} simulated two-group sweeps per cell; true IQM {target:.1f}; alpha 0.05",
-        "| seeds per group | false claims: old | new | power 240 vs 219: old | new | CI coverage: old | new |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for n, r in rows.items():
-        cells = [r["old_false"], r["new_false"], r["old_power"], r["new_power"], r["old_cover"], r["new_cover"]]
-        lines.append(f"| {n} | " + " | ".join(cell(value) for value in cells) + " |")
-    return "\n".join(lines)
+
+def audit(design: tuple[int, int], n: int, scenario: str, sims: int, permutations: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng([seed, n, design[0], design[1], SCENARIOS.index(scenario)])
+    return np.mean([outcome(scenario, sweep(rng, design, n, scenario), permutations) for _ in range(sims)], axis=0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sweeps", type=int, default=1000, help="simulated sweeps per seed count")
+    parser.add_argument("--sims", type=int, default=100, help="simulated sweeps per row")
+    parser.add_argument("--permutations", type=int, default=999, help="Monte Carlo permutations per test")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append", help="only these (default: all)")
     args = parser.parse_args()
-    target = true_iqm()
     start = time.perf_counter()
-    rows = {n: audit(n, args.sweeps, args.seed, target) for n in SEEDS_PER_GROUP}
-    print(table(rows, args.sweeps, target))
-    print(f"({time.perf_counter() - start:.0f} s)")
+    se = math.sqrt(0.05 * 0.95 / args.sims)
+    print(
+        f"{args.sims} simulated sweeps per row; true IQM {true_iqm():.1f}; alpha {ALPHA}; Monte Carlo standard "
+        f"error of a rate: {se:.1%} at 5%, at most {math.sqrt(0.25 / args.sims):.1%}\n"
+    )
+    print("| scenario | design | seeds per config | old verdict | new verdict | main effect |")
+    print("|---|---|---|---|---|---|")
+    for scenario, (name, design), n in itertools.product(args.scenario or SCENARIOS, DESIGNS.items(), SEEDS):
+        if scenario == "level +60" and design[1] == 1:
+            continue  # with one key a level is a config
+        rates = audit(design, n, scenario, args.sims, args.permutations, args.seed)
+        cells = " | ".join("-" if math.isnan(rate) else f"{rate:.1%}" for rate in rates)
+        print(f"| {scenario} | {name} | {n} | {cells} |", flush=True)
+    print(f"\n({time.perf_counter() - start:.0f} s)")
 
 
 if __name__ == "__main__":

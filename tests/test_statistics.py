@@ -19,6 +19,7 @@ from dqn.report.statistics import (
     permutation_p,
     probability_of_improvement,
     seeds_for_power,
+    step_down,
     summarize,
     verdict,
 )
@@ -227,50 +228,59 @@ def test_seeds_for_power_is_the_normal_approximation():
 # --- the verdict ---
 
 
-def test_verdict_says_too_few_seeds_below_four():
-    for groups in (
-        {"A": [240, 250, 255], "B": [198, 200, 202], "C": [120, 258]},  # C's range covers A's: the old rule said yes
-        {"single": [260], "other": [200, 230, 250]},  # one seed: the old rule gave it a CI of 260 to 260
-    ):
-        result = verdict(summarize(scored(groups)))
-        assert "too few seeds to test (n < 4)" in result.headline and not result.separated
-        assert all(c.p_value is None and c.improvement is None for c in result.comparisons)
-        assert len(result.comparisons) == len(groups) - 1
-        assert any(line.startswith("Warning: fewer than 5 seeds") for line in result.details)
-        assert "95% CI" not in result.headline  # no interval below 5 seeds: the scores are listed instead
+def exact_range_p(groups: list[list[float]]) -> float:
+    """Every way to deal the pooled seeds into groups of these sizes (itertools, group after group): the share
+    whose IQM range is at least the observed one."""
+    pooled, sizes = [float(v) for g in groups for v in g], [len(g) for g in groups]
+
+    def deals(left: tuple[int, ...], sizes: list[int]):
+        if not sizes:
+            yield []
+            return
+        for chosen in itertools.combinations(left, sizes[0]):
+            rest = tuple(i for i in left if i not in chosen)
+            for deal in deals(rest, sizes[1:]):
+                yield [chosen, *deal]
+
+    def spread(deal) -> float:
+        iqms = [trim_mean([pooled[i] for i in block], 0.25) for block in deal]
+        return max(iqms) - min(iqms)
+
+    observed = max(iqm(g) for g in groups) - min(iqm(g) for g in groups)
+    null = [spread(deal) for deal in deals(tuple(range(len(pooled))), sizes)]
+    return float(np.mean(np.array(null) >= observed - 1e-9))
 
 
-def test_a_compared_group_below_four_seeds_is_not_tested():
-    a, b = [240, 250, 255, 260, 245], [150, 160, 170, 155, 165]
-    result = verdict(summarize(scored({"A": a, "B": b, "C": [120, 258]})))
-    c, b_vs = result.comparisons  # C's IQM (189) ranks above B's (160)
-    assert b_vs.group == "B" and b_vs.separated and b_vs.p_value == pytest.approx(exact_two_sided_p(a, b))
-    assert c.group == "C" and c.p_value is None and not result.separated
-    assert result.pairs_tested == 1 and "not shown better than C" in result.headline
-    assert any(
-        "vs C (IQM 189.0, 2 seeds" in line and "too few seeds to test (n < 4)" in line for line in result.details
-    )
-
-
-def test_every_group_is_compared_not_only_the_runner_up():
-    best = [250, 255, 260, 265, 270, 275]
-    groups = {"best": best, "close": [244, 249, 254, 259, 264, 269], "far": [100, 110, 120, 130, 140, 150]}
+def test_the_step_down_is_a_range_test_then_the_best_against_the_runner_up():
+    groups = {"best": [250, 262, 270], "close": [240, 255, 258], "far": [100, 120, 90]}
     result = verdict(summarize(scored(groups)))
     close, far = result.comparisons
-    assert (close.group, far.group) == ("close", "far") and result.pairs_tested == 3
-    assert far.separated and not close.separated and not result.separated
-    raw = [exact_two_sided_p(*pair) for pair in itertools.combinations(groups.values(), 2)]
-    adjusted = holm(raw)  # pairs in order: best-close, best-far, close-far
-    assert close.p_value == pytest.approx(adjusted[0]) and far.p_value == pytest.approx(adjusted[1])
-    assert far.improvement == 1.0 and far.improvement_low == 1.0
-    assert "not shown better than close" in result.headline
+    # step 1: all three alike? (9!/(3!3!3!) = 1,680 splits); step 2: best v close alone (20 splits)
+    first = exact_range_p(list(groups.values()))
+    second = exact_range_p([groups["best"], groups["close"]])
+    assert far.p_value == pytest.approx(first) and close.p_value == pytest.approx(max(first, second))
+    assert far.p_value < 0.05 and not close.separated and not result.separated
+    assert step_down([groups["best"], groups["far"], groups["close"]]) == pytest.approx([first, max(first, second)])
+
+
+def test_a_design_that_cannot_show_a_best_config_says_so():
+    groups = {"A": [240, 250, 255], "B": [100, 110, 120], "C": [50, 60, 70]}  # as far apart as 3 seeds can be
+    result = verdict(summarize(scored(groups)))
+    # the last step is 3 v 3 seeds: the observed split and its mirror are 2 of 20 splits, p >= 0.1 whatever the data
+    assert result.floor == pytest.approx(exact_range_p([[1, 2, 3], [10, 11, 12]])) == pytest.approx(0.1)
+    assert not result.supported and not result.separated
+    assert "with 3 seeds and 3 groups no single config can be shown best at p < 0.05" in result.headline
+    assert "the smallest p this comparison can reach is 0.100" in result.headline
+    assert result.comparisons[0].p_value == pytest.approx(0.1)
+    five = verdict(summarize(scored({"A": [240, 250, 255, 260, 245], "B": [150, 160, 170, 155, 165]})))
+    assert five.supported and five.floor == pytest.approx(4 / 252) and five.separated
 
 
 def test_a_clear_difference_is_separated_with_its_effect_size():
     a, b = [240, 250, 255, 260, 245, 251, 230], [198, 200, 202, 150, 190, 201, 180]
     result = verdict(summarize(scored({"A": a, "B": b})))
     (comparison,) = result.comparisons
-    assert result.separated and "better than every other group" in result.headline
+    assert result.separated and "better than every other group (step-down" in result.headline
     # All of A above all of B, and the same with A's lowest and B's highest swapped (both trimmed, so the IQMs
     # do not change): 2 splits each way of 3,432
     assert comparison.p_value == pytest.approx(4 / math.comb(14, 7))
@@ -289,7 +299,7 @@ def test_verdict_with_one_group_or_none():
     "sizes, sweeps",
     [
         ((4, 5), 400),  # a one-sided test of the group that came out ahead would say "better" ~10% of the time
-        ((5, 5, 5, 5), 150),  # Holm over the best's 3 pairs alone, not all 6: ~7%
+        ((5, 5, 5, 5), 150),  # four groups: the step-down re-chooses the best in every permutation
     ],
 )
 def test_same_distribution_groups_are_called_different_at_most_5_percent_of_the_time(sizes, sweeps):

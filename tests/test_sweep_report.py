@@ -38,6 +38,15 @@ SWEEP = {
     "lr=0.001": [([-100, 50, 100], 0.8, None), ([0, 150, 210], 0.0, None), ([-200, -50, -20], 0.6, None)],
 }
 
+# A 2 x 2 grid, 3 seeds a cell: (final_eval_return_mean, final_eval_truncated_fraction) per seed. Within each
+# batch size every lr=0.001 seed beats every lr=0.0001 seed; batch size is mixed within each lr.
+GRID = {
+    "batch_size=64,lr=0.0001": [(100.0, 0.9), (120.0, 0.0), (140.0, 0.0)],
+    "batch_size=64,lr=0.001": [(200.0, 0.0), (230.0, 0.0), (260.0, 0.0)],
+    "batch_size=256,lr=0.0001": [(110.0, 0.8), (150.0, 0.0), (130.0, 0.0)],
+    "batch_size=256,lr=0.001": [(220.0, 0.0), (250.0, 0.0), (240.0, 0.0)],
+}
+
 
 def add_run(
     client: MlflowClient, experiment_id: str, tags: dict[str, str], start: int, status: str = "FINISHED"
@@ -105,6 +114,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str, 
     parents[failed] = add_sweep(client, experiment_id, root, failed, 2000)
     add_job(client, experiment_id, parents[failed], failed, "defaults", 0, [], 2001, status="FAILED")
 
+    grid = "2026-11-26_09-00-00_9a1d"  # started first: the default sweep stays the latest
+    parents[grid] = add_sweep(client, experiment_id, root, grid, 500)
+    for group, seeds in GRID.items():
+        for seed, (final, truncated) in enumerate(seeds):
+            metrics = evaluations([final - 50, final - 20, final], truncated, final, seed)
+            add_job(client, experiment_id, parents[grid], grid, group, seed, metrics, 501)
+
     empty = "2026-11-27_07-00-00_ef56"
     parents[empty] = add_sweep(client, experiment_id, root, empty, 3000)
     for seed in range(2):
@@ -154,11 +170,13 @@ def test_compare_reports_a_sweep_and_logs_the_files_to_its_parent(store, capsys)
     assert "batch_size=256,lr=0.0005" in printed and "skipped 1 that did not finish (1 FAILED)" in printed
     assert "14 finished runs (1 without a score) in 3 groups" in printed
     assert "Verdict: Best by IQM: batch_size=256,lr=0.0005" in printed
-    assert "not shown better than lr=0.001" in printed  # 3 seeds: too few to test
-    assert "vs defaults (IQM 160.0, 5 seeds; difference 90.0): better, p = 0.016" in printed  # 4/252
-    assert "vs lr=0.001 (IQM 96.7, 3 seeds; difference 153.3): too few seeds to test (n < 4)" in printed
+    assert "better than every other group (step-down permutation test" in printed
+    # the last step is best v defaults alone: 5 v 5 seeds all apart, 4 of 252 splits (IQM ties) as extreme
+    assert "vs defaults (IQM 160.0, 5 seeds; difference 90.0): better, p = 0.016" in printed
+    assert "vs lr=0.001 (IQM 96.7, 3 seeds; difference 153.3): better, p = 0.0" in printed  # the first step's p
+    assert "Per-key analysis: the groups do not all set the same keys" in printed  # `defaults` names no key
     markdown = (out / "report.md").read_text()
-    assert "| group " in markdown and "**Verdict:** Best by IQM: batch_size=256,lr=0.0005" in markdown
+    assert "| group " in markdown and "- Verdict: Best by IQM: batch_size=256,lr=0.0005" in markdown
     assert "Score of a seed: final_eval_return_mean" in markdown
     assert "3 of 13 seeds come from runs without it and are scored by their last eval_return_mean" in markdown
     table = {line.split("|")[1].strip(): line for line in markdown.splitlines() if line.startswith("| ")}
@@ -170,6 +188,43 @@ def test_compare_reports_a_sweep_and_logs_the_files_to_its_parent(store, capsys)
     for name in files[:2]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(f.path for f in client.list_artifacts(parents[sweep])) == files
+
+
+def test_a_grid_sweep_answers_per_key_at_the_top_with_a_heatmap(store, capsys):
+    client, uri, parents, root = store
+    grid = "2026-11-26_09-00-00_9a1d"
+    assert run_compare(uri, "--sweep-id", grid) == 0
+    out = root / "multirun" / grid
+    # lr: each batch size's 6 seeds split 3/3 in C(6, 3) = 20 ways, 400 in all; only the observed split (and its
+    # mirror) in both strata reaches the observed sum of squares: p = 4/400, Holm over 2 keys doubles it.
+    # Difference: mean over batch sizes of the cell means, (230 - 120 + 236.67 - 130) / 2 = 108.3
+    lines = (out / "report.md").read_text().splitlines()
+    assert lines[2].startswith("- lr: matters, p = 0.020, Holm over 2 keys; 0.001 best, +108 over 0.0001 [95% CI +")
+    assert lines[3].startswith("- batch_size: no effect detected at this design, p = ")
+    assert lines[4].startswith("- batch_size x lr interaction: none detected, p = ")
+    assert "- hovering by lr: 0.0001 2/6, 0.001 0/6 seeds hovered; no difference detected" in lines[6]
+    assert lines[7].startswith("- hovering by config: batch_size=256,lr=0.0001 1/3, ")
+    # 3 v 3 seeds: the step-down's last step floors at 2/20; the main effects' floor is 4/400
+    verdict = lines[8]
+    assert verdict.startswith("- Verdict: Best by IQM: batch_size=256,lr=0.001") and (
+        "with 3 seeds and 4 groups no single config can be shown best at p < 0.05: the smallest p this comparison "
+        "can reach is 0.100" in verdict
+    )
+    assert verdict.endswith("The main effects can (smallest p, unadjusted: batch_size 0.010, lr 0.010).")
+    assert lines[10] == "![heatmap.png](heatmap.png)" and lines[12] == "![sensitivity.png](sensitivity.png)"
+    low, high = (float(v) for v in lines[2].split("[95% CI ")[1].split("]")[0].split(", "))
+    assert 80 < low < 108.3 < high < 140  # resampled within cells: never wider than the cells' ranges allow
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[1].startswith("lr: matters, p = 0.020")
+    html = (out / "report.html").read_text()
+    assert html.index("lr: matters") < html.index("heatmap.png") < html.index("<table>")
+    run = client.get_run(parents[grid])
+    assert run.data.tags["mlflow.note.content"].startswith("- lr: matters, p = 0.020")
+    assert run.data.metrics["effect_p.lr"] == pytest.approx(0.02)
+    assert run.data.metrics["effect_size.lr"] == pytest.approx((230 - 120 + 710 / 3 - 130) / 2)
+    assert run.data.metrics["effect_p.batch_size"] > 0.05 and "hover_p.lr" in run.data.metrics
+    assert {"heatmap.png", "sensitivity.png"} <= {f.path for f in client.list_artifacts(parents[grid])}
+    assert (out / "heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_out_overrides_the_sweep_folder(store, tmp_path):

@@ -131,3 +131,68 @@ def sweep_finals(
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def grid_heatmap(
+    iqms: np.ndarray,
+    solved: Sequence[Sequence[str]],
+    rows: tuple[str, Sequence[str]],
+    columns: tuple[str, Sequence[str]],
+    path: Path,
+    title: str,
+) -> Path:
+    """A 2-key grid at a glance: each cell coloured by its seeds' IQM and annotated with it and seeds solved k/n.
+
+    `rows` and `columns` are (key, its values); a cell without seeds is nan and left blank.
+    """
+    (row_key, row_levels), (column_key, column_levels) = rows, columns
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(column_levels), 1.4 + 0.9 * len(row_levels)))
+    image = ax.imshow(np.ma.masked_invalid(iqms), cmap="viridis", aspect="auto")
+    finite = iqms[np.isfinite(iqms)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for (i, j), value in np.ndenumerate(iqms):
+        if np.isfinite(value):
+            color = "black" if value > middle else "white"
+            text = f"{value:.0f}\n{solved[i][j]} solved"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize="small")
+    ax.set_xticks(range(len(column_levels)), [short(level) for level in column_levels])
+    ax.set_yticks(range(len(row_levels)), [short(level) for level in row_levels])
+    ax.set_xlabel(column_key)
+    ax.set_ylabel(row_key)
+    ax.set_title(title, fontsize="medium")
+    fig.colorbar(image, ax=ax, label="IQM of the seeds' scores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def sensitivity_curves(
+    panels: Mapping[str, tuple[Sequence[str], Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]]],
+    path: Path,
+    title: str,
+) -> Path:
+    """Score against each key's values (a panel per key), one line per value of the other key and one over
+    all seeds, each with its band: the sensitivity curves of Patterson, Neumann, White & White (2024).
+
+    `panels` maps a key to (its values, {line label: (IQM, band low, band high) per value}); values sit
+    evenly spaced in their order, which for a grid spaced by factors (1e-4, 3e-4, 1e-3) is a log axis.
+    """
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5.5 * max(len(panels), 1), 4), squeeze=False)
+    for ax, (key, (levels, lines)) in zip(axes[0], panels.items(), strict=False):
+        x = np.arange(len(levels))
+        for label, (iqm, low, high) in lines.items():
+            pooled = label.startswith("all")
+            style = {"color": "black", "linewidth": 2.5} if pooled else {"linewidth": 1.2}
+            (line,) = ax.plot(x, iqm, "o-", markersize=4, label=short(label), **style)
+            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15 if pooled else 0.07)
+        ax.axhline(200, color="grey", linestyle="--", linewidth=0.8, label="solved (200)")
+        ax.set_xticks(x, [short(level) for level in levels])
+        ax.set_xlabel(key)
+        ax.set_ylabel("score, IQM over seeds")
+        ax.legend(fontsize="x-small")
+    fig.suptitle(f"{title}\n{BAND}", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,8 +1,10 @@
 """A sweep's report, read from its runs in MLflow: the rows, the verdict, the files, the parent's summary.
 
-Ranks the sweep's groups by the IQM of their seeds' scores (the fresh final evaluation of each run's
-delivered weights), tests the best against every other group (`dqn.report.statistics`), writes report.csv,
-report.md, curves.png and finals.png, and logs them to the sweep's parent run. In an Optuna
+Answers first: one line per swept key (its main effect, tested within the other keys' combinations,
+`dqn.report.design`), the interaction and hovering, then whether one config is best. Ranks the sweep's
+groups by the IQM of their seeds' scores (the fresh final evaluation of each run's delivered weights), tests
+the best against the rest (`dqn.report.statistics`), writes report.csv, report.md, report.html, the grid's
+heatmap and sensitivity curves, curves.png and finals.png, and logs them to the sweep's parent run. In an Optuna
 search (`dqn.search`), the runs of pruned trials are listed with their last evaluation, not counted
 as seeds: they stopped early, and their score would not be a score of the config.
 """
@@ -20,8 +22,10 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunTag
 
-from dqn.report.figures import sweep_curves, sweep_finals
+from dqn.report.design import Analysis, analyse, fmt_p, heatmap_grid, sensitivity
+from dqn.report.figures import grid_heatmap, sensitivity_curves, sweep_curves, sweep_finals
 from dqn.report.statistics import (
+    ALPHA,
     COLUMNS,
     FINAL_SCORE,
     LAST_SCORE,
@@ -45,6 +49,7 @@ LEGEND = (
 )
 
 
+DESIGN_FIGURES = ("heatmap.png", "sensitivity.png")
 PRUNED = "PRUNED"  # the status the report gives a job of a pruned search trial
 
 
@@ -77,6 +82,7 @@ class Report:
     finished: int = 0  # the sweep's FINISHED jobs, with a score or not
     score: str = ""  # which metric scored the seeds
     pruned: tuple[PrunedRun, ...] = ()  # jobs of pruned search trials, not counted as seeds
+    analysis: Analysis = Analysis(None, note="not analysed")
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep_id: str | None) -> Run:
@@ -137,11 +143,15 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
 
     rows = summarize(seeds)
     finished = sum(seed.status == "FINISHED" for seed in seeds)
-    report = Report(sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds), pruned)
+    analysis = analyse(seeds)
+    report = Report(
+        sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds), pruned, analysis
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = iqm_curves(seeds)
     scored = [row for row in rows if row.seeds]
     files = [
+        *design_figures(analysis, out_dir, sweep_id),
         write_csv(rows, out_dir / "report.csv"),
         write_markdown(report, out_dir / "report.md"),
         sweep_curves(
@@ -165,35 +175,93 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
     return replace(report, files=files)
 
 
+def design_figures(analysis: Analysis, out_dir: Path, sweep_id: str) -> list[Path]:
+    """The figures a user looks at first: the 2-key grid's heatmap and each key's sensitivity curve."""
+    if analysis.design is None:
+        return []
+    files = []
+    if len(analysis.design.varied()) == 2:
+        rows, columns, iqms, solved = heatmap_grid(analysis.design)
+        title = f"Sweep {sweep_id}: IQM of the seeds' scores per config, and seeds solved"
+        files.append(grid_heatmap(iqms, solved, rows, columns, out_dir / "heatmap.png", title))
+    title = f"Sweep {sweep_id}: sensitivity of the score to each key"
+    files.append(sensitivity_curves(sensitivity(analysis.design), out_dir / "sensitivity.png", title))
+    return files
+
+
+def answer(report: Report) -> list[str]:
+    """The lines that answer the sweep's question, before any detail: per key, then the best config (and,
+    where no config could be shown best at this design, whether the main effects could)."""
+    floor = report.verdict.floor
+    also = ""
+    if floor is not None and floor >= ALPHA:
+        floors = [e for e in report.analysis.effects if e.floor is not None]
+        if any(e.floor < ALPHA for e in floors):
+            reach = ", ".join(f"{e.key} {fmt_p(e.floor)}" for e in floors)
+            also = f" The main effects can (smallest p, unadjusted: {reach})."
+    return [*report.analysis.lines(), f"Verdict: {report.verdict.headline}{also}"]
+
+
 def summarise_on_parent(client: MlflowClient, report: Report) -> None:
     """The parent run's description (what the UI shows on its page) and summary metrics: the answer at a glance."""
     best = report.verdict.best
-    note = [f"**{headline(report)}**", report.score, f"**Verdict:** {report.verdict.headline}"]
+    note = [f"- {line}" for line in answer(report)]
+    note += [f"**{headline(report)}**", report.score, "Details of the verdict:"]
     note += [f"- {line}" for line in report.verdict.details]
     note.append("Full report: the `report.html` artifact.")
     client.set_tag(report.parent_run_id, "mlflow.note.content", "\n\n".join(part for part in note if part))
-    if best is None or best.iqm is None:
+    metrics = design_metrics(report)
+    if best is not None and best.iqm is not None:
+        metrics |= {"best_group_iqm": best.iqm, "best_group_mean": best.mean, "best_group_n_seeds": best.n_seeds}
+        solved, n = (int(part) for part in best.seeds_solved.split("/")) if best.seeds_solved else (0, 0)
+        if n:
+            metrics["best_group_solved_fraction"] = solved / n
+    if not metrics:
         return
-    solved, n = (int(part) for part in best.seeds_solved.split("/")) if best.seeds_solved else (0, 0)
-    metrics = {"best_group_iqm": best.iqm, "best_group_mean": best.mean, "best_group_n_seeds": best.n_seeds}
-    if n:
-        metrics["best_group_solved_fraction"] = solved / n
     timestamp = int(time.time() * 1000)
     client.log_batch(
         report.parent_run_id,
         metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items() if value is not None],
-        tags=[RunTag("best_group", best.group)],
+        tags=[RunTag("best_group", best.group)] if best is not None else [],
     )
+
+
+def design_metrics(report: Report) -> dict[str, float]:
+    """Per key: effect_p (Holm-adjusted), effect_size (best level's mean minus the worst's) and its CI; the
+    interaction's p; hover_p per key; verdict_floor, the smallest p the verdict could reach."""
+    metrics = {}
+    for effect in report.analysis.effects:
+        if effect.p_adjusted is not None:
+            metrics[f"effect_p.{effect.key}"] = effect.p_adjusted
+        if effect.difference is not None:
+            metrics[f"effect_size.{effect.key}"] = effect.difference
+        if effect.ci is not None:
+            metrics[f"effect_ci_low.{effect.key}"], metrics[f"effect_ci_high.{effect.key}"] = effect.ci
+        if effect.detectable is not None:
+            metrics[f"effect_detectable.{effect.key}"] = effect.detectable
+    if report.analysis.interaction is not None and report.analysis.interaction.p is not None:
+        metrics["interaction_p"] = report.analysis.interaction.p
+    for test in report.analysis.hover:
+        if test.p is not None:
+            metrics[f"hover_p.{test.key}"] = test.p
+    if report.verdict.floor is not None:
+        metrics["verdict_floor"] = report.verdict.floor
+    return metrics
 
 
 def write_html(report: Report, files: list[Path], path: Path) -> Path:
     """The report as one self-contained page (figures inlined), which MLflow's artifact viewer renders."""
-    images = "".join(
-        f'<figure><img style="max-width:100%" src="data:image/png;base64,'
-        f'{base64.b64encode(figure.read_bytes()).decode()}"><figcaption>{figure.name}</figcaption></figure>'
-        for figure in files
-        if figure.suffix == ".png"
-    )
+
+    def image(figure: Path) -> str:
+        data = base64.b64encode(figure.read_bytes()).decode()
+        return (
+            f'<figure><img style="max-width:100%" src="data:image/png;base64,{data}">'
+            f"<figcaption>{figure.name}</figcaption></figure>"
+        )
+
+    first = "".join(image(figure) for figure in files if figure.name in DESIGN_FIGURES)
+    images = "".join(image(figure) for figure in files if figure.suffix == ".png" and figure.name not in DESIGN_FIGURES)
+    answers = "".join(f"<li>{html.escape(line)}</li>" for line in answer(report))
     header = "".join(f"<th>{html.escape(key)}</th>" for key in COLUMNS)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_cell(key, getattr(row, key), row))}</td>" for key in COLUMNS) + "</tr>"
@@ -205,10 +273,10 @@ def write_html(report: Report, files: list[Path], path: Path) -> Path:
         f"<title>Sweep {html.escape(report.sweep_id)}</title>"
         "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
-        f"<h1>Sweep {html.escape(report.sweep_id)}</h1><p>{html.escape(headline(report))}</p>"
+        f"<h1>Sweep {html.escape(report.sweep_id)}</h1><ul>{answers}</ul>{first}<p>{html.escape(headline(report))}</p>"
         f"<p>{html.escape(report.score)}</p><p>{html.escape(LEGEND)}</p>"
         f"<table><tr>{header}</tr>{body}</table>"
-        f"<p><b>Verdict:</b> {html.escape(report.verdict.headline)}</p><ul>{details}</ul>{images}</body></html>"
+        f"<p><b>Details of the verdict:</b></p><ul>{details}</ul>{images}</body></html>"
     )
     return path
 
@@ -318,13 +386,16 @@ def write_csv(rows: list[GroupStats], path: Path) -> Path:
 
 
 def write_markdown(report: Report, path: Path) -> Path:
+    figures = [f"![{name}]({name})" for name in DESIGN_FIGURES if (path.parent / name).exists()]
     parts = [
         f"# Sweep {report.sweep_id}",
+        "\n".join(f"- {line}" for line in answer(report)),
+        *figures,
         headline(report),
         report.score,
         LEGEND,
         markdown_table(report.rows),
-        f"**Verdict:** {report.verdict.headline}",
+        "**Details of the verdict:**",
         "\n".join(f"- {line}" for line in report.verdict.details),
         pruned_table(report.pruned),
         "![IQM of greedy evaluation returns against env steps](curves.png)",
@@ -380,9 +451,10 @@ def render(report: Report) -> str:
     return "\n".join(
         [
             f"Sweep {report.sweep_id}: {headline(report)}",
+            *answer(report),
             report.score,
             markdown_table(report.rows),
-            f"Verdict: {report.verdict.headline}",
+            "Details of the verdict:",
             *(f"  - {line}" for line in report.verdict.details),
             *([pruned_table(report.pruned)] if report.pruned else []),
             f"Wrote {', '.join(path.name for path in report.files)} to {folder}, logged to run {report.parent_run_id}.",
