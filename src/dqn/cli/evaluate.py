@@ -1,8 +1,8 @@
 """`python -m dqn.cli.evaluate`: score trained weights over many greedy episodes, optionally film one, and record
 the result on the run that trained them.
 
-    python -m dqn.cli.evaluate checkpoint=trained/lunar-dqn.pth episodes=100
     python -m dqn.cli.evaluate run_id=<run id> video=true   # also logs evaluate_* metrics and videos/ to the run
+    python -m dqn.cli.evaluate checkpoint=<run folder>/lunar-dqn.pth episodes=100
 
 Its metrics are `evaluate_*`, not `final_eval_*`: those are the fresh evaluation training itself ends
 with (dqn.learn), on other start seeds and episode counts; one name, one meaning.
@@ -59,7 +59,7 @@ class EvaluateConfig:
     env_id: str = "LunarLander-v3"
     """Gymnasium environment id (discrete actions)."""
     min_return_mean: float | None = None
-    """Exit 1 when the mean return is below this (`make trained` asks 250 of the shipped model)."""
+    """Exit 1 when the mean return is below this (the shipped model had to reach 250)."""
     mlflow: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -261,8 +261,8 @@ register_configs()
 register_resolvers()
 HELP = """python -m dqn.cli.evaluate: score trained weights over many greedy episodes, optionally film them.
 
-  python -m dqn.cli.evaluate checkpoint=trained/lunar-dqn.pth episodes=100
   python -m dqn.cli.evaluate run_id=<run id> video=true video_episodes=3   # logs evaluate_* and videos/ to the run
+  python -m dqn.cli.evaluate checkpoint=<run folder>/lunar-dqn.pth          # the weights a training run saved
 
 Keys (key = default, then what it means):
 {keys}
