@@ -10,6 +10,7 @@ with (dqn.learn), on other start seeds and episode counts; one name, one meaning
 
 from __future__ import annotations
 
+import logging
 import pickle
 import sys
 import time
@@ -34,6 +35,7 @@ from dqn.policy import Episode, evaluate_episodes
 from dqn.tracking.store import TrackingUnavailable, check_reachable, sqlite_path, tracking_uri
 from dqn.video import record_episode
 
+record = logging.getLogger("dqn.record")
 WEIGHTS = "lunar-dqn.pth"
 VIDEO = "lunar-dqn-seed{seed}.mp4"
 LANDED_REWARD = 100.0
@@ -199,9 +201,16 @@ def film(estimator: ActionValueEstimator, settings: EvaluateConfig, out_dir: Pat
     for seed in range(settings.seed, settings.seed + settings.video_episodes):
         path = out_dir / VIDEO.format(seed=seed)
         episode, frames = record_episode(estimator, settings.env_id, seed, path, settings.max_episode_steps)
-        print(f"video: {path} (seed {seed}: {outcome(episode)}, return {episode.score:.2f}, {frames} frames)")
+        say(f"video: {path} (seed {seed}: {outcome(episode)}, return {episode.score:.2f}, {frames} frames)")
         paths.append(path)
     return paths
+
+
+def say(text: str) -> None:
+    """Print `text` as it is, and keep it in the run folder's evaluate.log too (conf/evaluate.yaml gives the
+    `dqn.record` logger Hydra's file handler alone, so the console shows it once)."""
+    print(text, flush=True)
+    record.info(text)
 
 
 def check(settings: EvaluateConfig) -> None:
@@ -243,12 +252,12 @@ def evaluate(settings: EvaluateConfig, out_dir: Path) -> Summary:
     )
     summary = summarize(episodes)
     source = f"run {settings.run_id}" if client else str(weights)
-    print(report(summary, f"{settings.env_id} from {source}, start seeds {settings.seed}+", time_limit(settings)))
+    say(report(summary, f"{settings.env_id} from {source}, start seeds {settings.seed}+", time_limit(settings)))
     videos = film(estimator, settings, out_dir) if settings.video else []
     if client:
         record_on_run(client, settings.run_id, summary, settings, videos)
-        print(f"logged evaluate_* metrics{' and videos/' if videos else ''} to run {settings.run_id}")
-    print(f"outputs in {out_dir}")
+        say(f"logged evaluate_* metrics{' and videos/' if videos else ''} to run {settings.run_id}")
+    say(f"outputs in {out_dir}")
     return summary
 
 
