@@ -85,6 +85,8 @@ def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, stor
     assert "| batch_size=64 " in tail and "Verdict: " in tail
     assert f"Sweep run {parent.info.run_id}: view at http://127.0.0.1:5000/#/experiments/" in tail
     assert all(f"[job {n}] run " in done.stdout for n in range(4))  # parallel jobs' lines say whose they are
+    assert all(f"\t[job {n}] seed=" in done.stdout for n in range(4))  # Hydra's job lines, numbered the same
+    assert "\t#0 : " not in done.stdout and "Joblib.Parallel(" not in done.stdout
     assert sorted(c.info.run_name for c in children) == [f"s{s} bs{b}" for s in (0, 1) for b in (128, 64)]
     client = MlflowClient(store)
     experiment = client.get_experiment(parent.info.experiment_id)

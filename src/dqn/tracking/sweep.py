@@ -28,6 +28,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from dqn.cli.commands import resume_command, view_at
+from dqn.cli.console import number_job_lines
 from dqn.config import OPTUNA_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
 from dqn.report.sweep_report import render, write_report
@@ -117,6 +118,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
+        number_job_lines()  # Hydra's `#N` job lines in our `[job N]` numbering
         search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
         self.study = search.study_name if search is not None else None
         if not config.mlflow.enabled:
