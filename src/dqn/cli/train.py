@@ -52,6 +52,7 @@ from dqn.tracking.store import (
     LEASE_SECONDS,
     FolderLock,
     TrackingUnavailable,
+    check_reachable,
     experiment_name,
     first_line,
     flatten,
@@ -553,6 +554,7 @@ def in_resumed_folder(args: list[str]) -> list[str]:
     if path is not None and not path.is_file():
         return args
     try:
+        check_reachable(uri, timeout=2.0)  # a server that is down: MLflow's own retries would take minutes
         folder = run_folder(MlflowClient(uri).get_run(given["resume"]))
     except Exception:  # no such run, a store that does not answer: the resume reports it in one line
         return args
