@@ -67,9 +67,8 @@ bench-quick: ## the benchmark's smoke mode, a few minutes
 profile: $(STAMP) ## where the time of one env step goes (default, previous default, the exercise's layout)
 	$(BIN)/python benchmarks/profile_step.py $(ARGS)
 
-ui: $(STAMP) ## open the MLflow UI on the default store at 127.0.0.1:5000 (UI_HOST=, UI_PORT= to change)
-	mkdir -p mlruns
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
+ui: $(STAMP) ## the MLflow UI on the default store at 127.0.0.1:5000, printing our runs' address (UI_HOST=, UI_PORT=)
+	$(BIN)/python -m dqn.cli.ui --host $(UI_HOST) --port $(UI_PORT) $(ARGS)
 
 server: $(STAMP) ## MLflow tracking server on a local PostgreSQL (scripts/postgres-local.sh) at SERVER_HOST:SERVER_PORT
 	mkdir -p $(SERVER_ARTIFACTS)

@@ -115,6 +115,9 @@ def test_cli_evaluates_a_checkpoint_and_prints_the_summary(tmp_path):
     expected = report(summarize(played), "", 200).splitlines()[1:]
     assert all(line in done.stdout for line in expected), done.stdout
     assert not (tmp_path / "mlruns").exists()  # a checkpoint is evaluated without touching MLflow
+    (log,) = tmp_path.glob("runs/evaluate/*/*/evaluate.log")  # where the README says outputs go
+    assert all(line in log.read_text() for line in expected) and f"outputs in {log.parent}" in log.read_text()
+    assert done.stdout.count(expected[0]) == 1  # printed once, not also through the log's console handler
 
 
 def test_help_lists_only_the_commands_own_keys(tmp_path):

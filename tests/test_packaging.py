@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 from tests.conftest import TINY, runs_of
 
 ROOT = Path(__file__).resolve().parents[1]
+MAKE = re.compile(r"(?<![.\w])make\b")  # `make ui`, not gymnasium.make
 
 
 def test_a_built_wheel_carries_its_configs_and_trains_from_any_folder(tmp_path):
@@ -38,11 +41,25 @@ def test_a_built_wheel_carries_its_configs_and_trains_from_any_folder(tmp_path):
         [sys.executable, "-c", "import dqn; print(dqn.__file__)"], cwd=work, env=env, capture_output=True, text=True
     )
     assert where.stdout.startswith(str(site))  # the wheel's dqn, not the checkout's
+    printed = []
     for command in ([sys.executable, "-m", "dqn.train"], [str(site / "bin" / "dqn-train")]):
         done = subprocess.run(
             [*command, *TINY, "total_steps=400", "eval_every=0", "mlflow.log_model=false"],
             cwd=work, env=env, capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-2000:]
+        printed.append(re.search(r"after `([^`]+)`", done.stdout).group(1))
     runs = runs_of(f"sqlite:///{work / 'mlruns' / 'mlflow.db'}")
     assert [r.info.status for r in runs] == ["FINISHED", "FINISHED"]
+    interpreters = {sys.executable, Path(sys.executable).name}  # the bare name when PATH finds this very file
+    assert printed[0] in {f"{exe} -m dqn.cli.ui" for exe in interpreters}  # as each command was run
+    assert printed[1] == str(site / "bin" / "dqn-ui")
+
+    for command in ("dqn.train", "dqn.cli.evaluate", "dqn.cli.compare", "dqn.cli.ui"):
+        shown = subprocess.run([sys.executable, "-m", command, "--help"], cwd=work, env=env, capture_output=True,
+                               text=True)  # fmt: skip
+        assert shown.returncode == 0 and shown.stdout, shown.stderr[-2000:]
+        assert not MAKE.search(shown.stdout), (command, MAKE.search(shown.stdout))  # the wheel has no Makefile
+        assert "trained/" not in shown.stdout and "trial." not in shown.stdout
+    for ui in printed:
+        assert subprocess.run([*shlex.split(ui), "--help"], cwd=work, env=env, capture_output=True).returncode == 0

@@ -257,7 +257,7 @@ def interrupt(job: subprocess.Popen, folder: Path) -> str:
     wait_until(lambda: training(folder), 300, "training to start")
     job.send_signal(signal.SIGINT)
     code, err = finish(job)
-    assert code == 130 and "continue it with: python -m dqn.train resume=" in err, err[-3000:]
+    assert code == 130 and f"continue it with: {sys.executable} -m dqn.train resume=" in err, err[-3000:]
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("stopped at step ")
     return err
 
@@ -273,9 +273,11 @@ def killed_run(project: Path, *overrides: str) -> str:
 def test_overrides_given_at_resume_become_the_runs_config(project, store):
     run_id = killed_run(project, *LONG_JOB, "total_steps=12000")
     client = MlflowClient(store)
-    known = job_folders(project)
+    (folder,) = job_folders(project)
+    (folder / "train.log").write_text("")  # the resumed job's first evaluation is the one to wait for
     job = start(project, f"resume={run_id}", "total_steps=14000")
-    interrupt(job, new_folder(project, known))
+    interrupt(job, folder)
+    assert job_folders(project) == [folder]  # the run keeps its folder
     run = client.get_run(run_id)
     assert run.info.status == "KILLED" and "total_steps: 12000 -> 14000" in run.data.tags["config_changes"]
     saved = Path(client.download_artifacts(run_id, "config.yaml", str(project / "check"))).read_text()

@@ -92,7 +92,7 @@ def test_a_preempted_job_is_requeued_and_finishes_its_own_run_with_no_gap(projec
     )  # fmt: skip
 
     def training() -> bool:
-        return any("greedy evaluation" in log.read_text() for log in project.glob("runs/multirun/*/*/0/train.log"))
+        return any("greedy evaluation" in log.read_text() for log in project.glob("runs/multirun/*/0/train.log"))
 
     wait_until(training, 300, "the SLURM job to train")
     job_id = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()[0]

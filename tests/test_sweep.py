@@ -85,7 +85,9 @@ def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, stor
     assert "| batch_size=64 " in tail and "Verdict: " in tail
     assert f"Sweep run {parent.info.run_id}: view at http://127.0.0.1:5000/#/experiments/" in tail
     assert all(f"[job {n}] run " in done.stdout for n in range(4))  # parallel jobs' lines say whose they are
-    assert sorted(c.info.run_name for c in children) == [f"batch_size={b} seed={s}" for b in (128, 64) for s in (0, 1)]
+    assert all(f"\t[job {n}] seed=" in done.stdout for n in range(4))  # Hydra's job lines, numbered the same
+    assert "\t#0 : " not in done.stdout and "Joblib.Parallel(" not in done.stdout
+    assert sorted(c.info.run_name for c in children) == [f"s{s} bs{b}" for s in (0, 1) for b in (128, 64)]
     client = MlflowClient(store)
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on the runs
@@ -93,6 +95,27 @@ def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, stor
     assert parent.data.metrics["best_group_n_seeds"] == 2 and "best_group_iqm" in parent.data.metrics
     page = Path(client.download_artifacts(parent.info.run_id, "report.html", str(project / "dl"))).read_text()
     assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+
+
+def test_one_sweep_id_in_the_console_the_folder_the_store_and_the_report_command(project, store):
+    lr = "0.00010206062134502272"  # a sampled-looking float: 3 significant digits in the run name
+    done = sweep(project, "seed=3", f"lr={lr},0.0005", "total_steps=600", "eval_every=600", "mlflow.log_model=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder,) = (project / "runs" / "multirun").iterdir()
+    sweep_id = folder.name
+    assert f"sweep {sweep_id}: parent MLflow run " in done.stdout + done.stderr
+    (parent,), children = split(runs_of(store))
+    assert parent.info.run_name == f"sweep {sweep_id}" and parent.data.tags["sweep_id"] == sweep_id
+    assert {c.data.tags["sweep_id"] for c in children} == {sweep_id}
+    assert sorted(c.info.run_name for c in children) == ["s3 lr1.02e-4", "s3 lr5e-4"]
+    assert sorted(c.data.tags["group"] for c in children) == [f"lr={lr}", "lr=0.0005"]  # the full values
+    assert sorted(c.data.params["lr"] for c in children) == [lr, "0.0005"]
+    for given in (sweep_id, str(folder.relative_to(project)) + "/"):  # the id, which is the name; the folder
+        report = subprocess.run(
+            [sys.executable, "-m", "dqn.cli.compare", "--sweep-id", given],
+            cwd=project, env=clean_env(), capture_output=True, text=True,
+        )  # fmt: skip
+        assert report.returncode == 0 and f"Sweep {sweep_id}: " in report.stdout, (given, report.stderr)
 
 
 def test_four_parallel_jobs_on_the_embedded_sqlite_store_lose_nothing(project, store):

@@ -1,6 +1,7 @@
 """End to end: real configs, the real LunarLander, a real MLflow store in a temporary project."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,7 @@ def test_help_gives_every_key_with_its_default_and_meaning(tmp_path):
     assert "network: mlp, mlp_medium, mlp_small" in done.stdout
     assert "  batch_size = 128\n      Transitions per gradient step." in done.stdout
     assert "  schedule.kind = linear (constant | linear | exponential)" in done.stdout
+    assert "  mlflow.tracking_uri = null\n      null: $MLFLOW_TRACKING_URI" in done.stdout  # a base class's keys too
+    assert "trial." not in done.stdout  # a search sets these for its jobs; not a user's key
+    keys = re.findall(r"^  ([a-z_.]+) = .*\n(?!      )", done.stdout, re.MULTILINE)
+    assert keys == []  # every key has its meaning under it

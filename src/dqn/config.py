@@ -115,6 +115,10 @@ class MlflowConfig(TrackingConfig):
     """The model registry name `register=true` uses."""
 
 
+INTERNAL = {"internal": True}
+"""Field metadata of keys the program sets for itself (an Optuna search's trial): `--help` leaves them out."""
+
+
 @dataclass
 class TrialConfig:
     """Where a job of an Optuna search reports its evaluations; set by the search (`dqn.search`), null otherwise."""
@@ -134,7 +138,7 @@ class TrainConfig:
     buffer: BufferConfig = field(default_factory=BufferConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
-    trial: TrialConfig = field(default_factory=TrialConfig)
+    trial: TrialConfig = field(default_factory=TrialConfig, metadata=INTERNAL)
 
     seed: int = 0
     """Seeds Python, numpy, torch, the env and its action space."""
@@ -406,9 +410,13 @@ def as_typed(value: Any) -> str:
 
 
 def field_docs(schema: type) -> dict[str, str]:
-    """The docstring under each field of a dataclass (Python keeps none for attributes, so read the source)."""
-    body = ast.parse(inspect.getsource(schema)).body[0].body
+    """The docstring under each field of a dataclass and of its dataclass bases (Python keeps none for
+    attributes, so read the source)."""
     docs = {}
+    for base in reversed(schema.__mro__[1:]):
+        if dataclasses.is_dataclass(base):
+            docs |= field_docs(base)
+    body = ast.parse(inspect.getsource(schema)).body[0].body
     for field_, after in zip(body, body[1:], strict=False):
         documented = isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant)
         if isinstance(field_, ast.AnnAssign) and isinstance(field_.target, ast.Name) and documented:
@@ -422,6 +430,8 @@ def describe(schema: type, prefix: str = "") -> list[str]:
     hints, docs = typing.get_type_hints(schema), field_docs(schema)
     for item in dataclasses.fields(schema):
         kind = hints[item.name]
+        if item.metadata.get("internal"):
+            continue
         if dataclasses.is_dataclass(kind):
             lines += describe(kind, f"{prefix}{item.name}.")
             continue

@@ -6,6 +6,7 @@ Both are fed the same `(metrics, step)` the tracker gets, so a resumed run conti
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +24,15 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
 
 
+def drawable() -> bool:
+    """Whether a bar can be drawn: stderr is a terminal that reports a width (a pseudo-terminal may say 0
+    columns, and tqdm then draws nothing; the status lines are shown instead)."""
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError):  # no real file descriptor behind stderr
+        return False
+
+
 class Progress:
     """Env steps done against the budget, env steps/s, ETA, and the last episode's return and epsilon.
 
@@ -38,7 +48,8 @@ class Progress:
         self.fields: dict[str, str] = {}
         self.exit = ExitStack()
         self.bar = None
-        if sys.stderr.isatty():
+        self.shown: int | None = None  # the step the last status line showed
+        if drawable():
             self.bar = tqdm(total=total_steps, initial=step, unit=" env steps", unit_scale=True, dynamic_ncols=True)
             self.exit.enter_context(logging_redirect_tqdm())
 
@@ -66,7 +77,7 @@ class Progress:
 
     def status(self) -> None:
         """One line: step/total (percent), env steps/s, ETA, and the latest episode figures."""
-        self.last_line = time.monotonic()
+        self.last_line, self.shown = time.monotonic(), self.step
         elapsed = self.last_line - self.started
         rate = (self.step - self.first_step) / elapsed if elapsed > 0 else 0.0
         done = f"step {self.step}"
@@ -79,6 +90,6 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif self.shown != self.step:  # not the line just printed again
             self.status()
         self.exit.close()

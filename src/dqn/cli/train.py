@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -30,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from dqn.cli.commands import resume_command, view_at
 from dqn.cli.progress import Progress
 from dqn.config import (
     ConfigError,
@@ -51,16 +53,17 @@ from dqn.tracking.store import (
     LEASE_SECONDS,
     FolderLock,
     TrackingUnavailable,
+    check_reachable,
     experiment_name,
     first_line,
     flatten,
     git_commit,
     open_store,
     redact,
+    sqlite_path,
     tracking_uri,
-    ui_address,
 )
-from dqn.tracking.sweep import group_name, read_sweep, sweep_stopping
+from dqn.tracking.sweep import group_name, group_overrides, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 register_configs()
@@ -104,20 +107,42 @@ class Interrupted(KeyboardInterrupt):
         elif search:
             how = f"run {run_id} is KILLED; the search's own command, run again, runs its trial again"
         else:
-            how = (
-                f"run {run_id} is KILLED with its last checkpoint; continue it with: "
-                f"python -m dqn.train resume={run_id}"
-            )
+            how = f"run {run_id} is KILLED with its last checkpoint; continue it with: {resume_command(run_id)}"
         super().__init__(f"{reason or 'interrupted'}: {how}")
 
 
 USER_ERRORS = (ConfigError, ResumeError, CheckpointMismatch, TrackingUnavailable)
 
 
-def run_name(group: str, seed: int) -> str:
-    """Short and distinguishing in the UI's runs table: the group first, then the seed,
-    e.g. `batch_size=256,lr=0.0005 seed=3`."""
-    return f"{group[:230]} seed={seed}"
+def run_name(overrides: list[str], seed: int) -> str:
+    """Readable in the UI's narrow Run Name column, which cuts the end: the seed first, then the job's config
+    short, e.g. `s3 bs256 lr5e-4` for `seed=3 batch_size=256 lr=0.0005`. The full values are the run's params
+    and its `group` tag."""
+    return " ".join([f"s{seed}", *map(short_override, overrides)])[:250]
+
+
+def short_override(override: str) -> str:
+    """`batch_size=256` -> `bs256`, `lr=0.00010206062134502272` -> `lr1.02e-4`, `network=mlp_small` ->
+    `network=mlp_small`: a key of several words by its initials, numbers to 3 significant digits."""
+    key, _, value = override.lstrip("+").partition("=")
+    words = key.rsplit(".", 1)[-1].split("_")
+    short = "".join(w[0] for w in words if w) if len(words) > 1 else words[0]
+    try:
+        number = float(value)
+    except ValueError:
+        return f"{short}={value}"
+    return f"{short}{significant(number)}"
+
+
+def significant(number: float, digits: int = 3) -> str:
+    """`number` to `digits` significant digits, compact: 128 -> `128`, 0.99 -> `0.99`, 0.0005 -> `5e-4`."""
+    if number.is_integer() and abs(number) < 1e5:
+        return str(int(number))
+    if math.isfinite(number) and number != 0 and not 1e-2 <= abs(number) < 1e5:
+        mantissa, exponent = f"{number:.{digits - 1}e}".split("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{number:.{digits}g}"
 
 
 class StopRequest:
@@ -308,6 +333,7 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
     recorder = Recorder(client, run.info.run_id, out_dir)
     recorder.load_history()
     log.info("resuming run %s at step %d%s", run.info.run_id, checkpoint["step"], f" with {changed}" if changed else "")
+    log.info("run %s: %s", run.info.run_id, view_at(client.tracking_uri, run.info.experiment_id, run.info.run_id))
     return recorder, cfg, checkpoint, lock
 
 
@@ -340,9 +366,10 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
         }
     if settings.trial.number is not None:  # a seed of an Optuna search's trial (dqn.search)
         tags["trial_number"] = str(settings.trial.number)
-    run = client.create_run(experiment_id, run_name=run_name(tags["group"], settings.seed), tags=tags)
+    named = group_overrides(overrides, sweep["swept"] if sweep is not None else None)
+    run = client.create_run(experiment_id, run_name=run_name(named, settings.seed), tags=tags)
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
-    address = ui_address(uri, experiment_id, run.info.run_id)
+    address = view_at(uri, experiment_id, run.info.run_id)
     log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, redact(uri), address)
     return Recorder(client, run.info.run_id, out_dir), cfg, None, None
 
@@ -505,8 +532,36 @@ def train(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     return train(cfg)
+
+
+def main() -> float | None:
+    """The command: Hydra's, with a resumed run kept in its own folder."""
+    sys.argv[1:] = in_resumed_folder(sys.argv[1:])
+    return hydra_main()
+
+
+def in_resumed_folder(args: list[str]) -> list[str]:
+    """`args` with `hydra.run.dir=<the run's folder>` added for `resume=<run id>`, so a resumed run keeps one
+    folder (its log, checkpoint and journal continue there), unless the command names a folder itself or the
+    run's folder is not on this machine. Anything unclear leaves `args` as they are: the resume itself then
+    says what is wrong."""
+    given = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    if "resume" not in given or "hydra.run.dir" in given or {"-m", "--multirun"} & set(args):
+        return args
+    uri = tracking_uri(given.get("mlflow.tracking_uri"), Path.cwd())
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        return args
+    try:
+        check_reachable(uri, timeout=2.0)  # a server that is down: MLflow's own retries would take minutes
+        folder = run_folder(MlflowClient(uri).get_run(given["resume"]))
+    except Exception:  # no such run, a store that does not answer: the resume reports it in one line
+        return args
+    if folder is None or not folder.is_dir() or "'" in str(folder):
+        return args
+    return [*args, f"hydra.run.dir='{folder}'"]
 
 
 if __name__ == "__main__":

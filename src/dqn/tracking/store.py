@@ -161,14 +161,16 @@ UI_KIND = ("mlflow.experimentKind", "custom_model_development")
 """The experiment tag MLflow's UI reads to open on the runs table instead of its GenAI overview."""
 
 
-def ui_address(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Where the MLflow UI shows the run (or the experiment): the server itself, or `make ui` for the embedded
-    store. `workflowType=machine_learning` opens MLflow 3's "Model training" view (runs, metrics) instead of
-    its GenAI overview."""
+def ui_address(
+    uri: str, experiment_id: str, run_id: str | None = None, host: str = "127.0.0.1", port: int = 5000
+) -> str:
+    """Where the MLflow UI shows the run (or the experiment): the server itself, or a local UI at `host:port` for
+    the embedded store. `workflowType=machine_learning` opens MLflow 3's "Model training" view (runs, metrics)
+    instead of its GenAI overview."""
     page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
     if uri.startswith(("http://", "https://")):
-        return f"view at {uri.rstrip('/')}/{page}"
-    return f"view at http://127.0.0.1:5000/{page} after `make ui`"
+        return f"{uri.rstrip('/')}/{page}"
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/{page}"
 
 
 def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:

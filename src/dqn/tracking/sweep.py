@@ -15,10 +15,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import secrets
 import signal
 import sys
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from dqn.cli.commands import resume_command, view_at
+from dqn.cli.console import number_job_lines
 from dqn.config import OPTUNA_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
 from dqn.report.sweep_report import render, write_report
@@ -39,7 +39,6 @@ from dqn.tracking.store import (
     open_store,
     redact,
     tracking_uri,
-    ui_address,
 )
 
 log = logging.getLogger("dqn")
@@ -56,8 +55,8 @@ def config_overrides(overrides: list[str]) -> list[str]:
     return [o for o in overrides if not o.startswith(PLUMBING)]
 
 
-def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
-    """The config a job shares with its other seeds: its overrides minus the seed, sorted.
+def group_overrides(overrides: list[str], swept: Iterable[str] | None = None) -> list[str]:
+    """The overrides that make a job's config, shared with its other seeds: its overrides minus the seed, sorted.
 
     Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the overrides every
     job shares; a sweep over seeds alone (`lr=0.0005 seed='range(10)'`) is named by those shared ones.
@@ -66,7 +65,12 @@ def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
     if swept is not None:
         swept = set(swept)
         kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept] or kept
-    return ",".join(sorted(kept)) or "defaults"
+    return sorted(kept)
+
+
+def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
+    """The `group` tag: the config a job shares with its other seeds (`group_overrides`), full values."""
+    return ",".join(group_overrides(overrides, swept)) or "defaults"
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -114,6 +118,7 @@ class MlflowSweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
+        number_job_lines()  # Hydra's `#N` job lines in our `[job N]` numbering
         search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
         self.study = search.study_name if search is not None else None
         if not config.mlflow.enabled:
@@ -133,7 +138,7 @@ class MlflowSweepCallback(Callback):
                 "allowed a folder of its own (the default adds a unique token)"
             )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        sweep_id = f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{secrets.token_hex(3)}"
+        sweep_id = search.study_name if search is not None else self.sweep_dir.name  # one id: the folder's name
         overrides = redact(" ".join(config.hydra.overrides.task))
         commit = git_commit(root)
         tags = {
@@ -157,7 +162,7 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._abandon)  # the sweep died before on_multirun_end
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._stop)
-        log.info("sweep %s: parent MLflow run %s", sweep_id, self.parent_id)
+        log.info("%s %s: parent MLflow run %s", "sweep" if search is None else "search", sweep_id, self.parent_id)
 
     def _stop(self, signum: int, frame: object) -> None:
         """First signal: let running jobs checkpoint and skip the rest; second: stop at once."""
@@ -174,7 +179,7 @@ class MlflowSweepCallback(Callback):
         try:
             report = write_report(self.client, self.parent_id, self.sweep_dir)
             parent = self.client.get_run(self.parent_id)
-            address = ui_address(self.client.tracking_uri, parent.info.experiment_id, self.parent_id)
+            address = view_at(self.client.tracking_uri, parent.info.experiment_id, self.parent_id)
             print(f"\n{render(report)}\nSweep run {self.parent_id}: {address}", flush=True)
         except Exception as error:  # a report problem must not leave the parent RUNNING
             log.warning("sweep report failed: %s", error)
@@ -187,7 +192,7 @@ class MlflowSweepCallback(Callback):
             again = (
                 f"the same command continues study {self.study}, running its interrupted trials again"
                 if self.study
-                else "each resumes with python -m dqn.train resume=<run id>"
+                else f"each resumes with {resume_command('<run id>')}"
             )
             print(
                 f"{self.stopped_by}: sweep stopped; {failed} job(s) KILLED or FAILED ({again}), jobs not started "
