@@ -107,18 +107,25 @@ def gap_p_values(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return means, np.minimum(p, 1.0)
 
 
-def eliminate(scores: np.ndarray, alive: Sequence[int], alpha: float) -> list[tuple[int, float, float]]:
-    """Configs of `alive` shown worse than the best on `scores` (rows: seeds, columns: all configs), by the
-    step-down range test at `alpha`: (config, mean rank, adjusted p) each, in the order they fell."""
-    alive, dropped = list(alive), []
+def eliminate(
+    scores: np.ndarray, alive: Sequence[int], alpha: float
+) -> tuple[list[tuple[int, float, float]], list[tuple[int, float, float]]]:
+    """Test the configs of `alive` on `scores` (rows: seeds, columns: all configs) by the step-down range
+    test at `alpha`: the first step's (config, mean rank, p) for each, and the configs shown worse than the
+    best, (config, mean rank, adjusted p) each, in the order they fell (a later step's p is at least an
+    earlier one's, as step-down adjusted p-values are)."""
+    alive, tested, dropped, floor = list(alive), [], [], 0.0
     while len(alive) > 1:
         means, p = gap_p_values(scores[:, alive])
+        tested = tested or [(c, float(means[i]), float(p[i])) for i, c in enumerate(alive)]
+        p = np.maximum(p, floor)
         out = [i for i in range(len(alive)) if p[i] <= alpha]
         if not out:
-            return dropped
+            break
+        floor = float(p[out].max())
         dropped += [(alive[i], float(means[i]), float(p[i])) for i in out]
         alive = [c for i, c in enumerate(alive) if i not in out]
-    return dropped
+    return tested, dropped
 
 
 def seeds_to_add(alive: int, seeds: int, used: int, rules: Rules, configs: int) -> int:
@@ -160,13 +167,11 @@ def run_race(
             break
         seeds = target
         if len(alive) > 1:
-            means, p = gap_p_values(table[:seeds, alive])
-            tested = [(c, float(means[i]), float(p[i])) for i, c in enumerate(alive)]
+            tested, fallen = eliminate(table[:seeds], alive, rules.alpha)
             tests.append((seeds, tested))
-            best = alive[int(np.argmax(means))]
-            fallen = eliminate(table[:seeds], alive, rules.alpha)
+            best, best_rank, _ = max(tested, key=lambda row: row[1])
             on_round(rounds, seeds, tested, fallen)
-            drops += [Drop(c, rounds, seeds, rank, best, float(means.max()), p) for c, rank, p in fallen]
+            drops += [Drop(c, rounds, seeds, rank, best, best_rank, p) for c, rank, p in fallen]
             alive = [c for c in alive if c not in {c for c, _, _ in fallen}]
         if len(alive) == 1:
             ended = SEPARATED
