@@ -4,10 +4,11 @@ The 3 x 3 design of `sweep=local_optimum_race` (3 seeds each first, at most 10, 
 final returns drawn from the bimodal mixture of benchmarks/verdict_audit.py (0.7 N(240, 30) + 0.3 N(100, 60)):
 - null: the 9 configs equal; any drop is a false one (each round's test holds its level, repeated looks do not);
 - lr effect: the three learning rates shifted 0, -26 and -60 (the level means a full-budget `make sweep` gave,
-  230 / 204 / 170, issue 22), batch size without effect: 3 configs are best, 6 worse.
+  230 / 204 / 170, issue 22), batch size without effect: 3 configs are best, 6 worse;
+- one lr out: the same with the slowest learning rate at -150 (a tier that does not take off).
 Beside each, the fixed grid of 5 seeds a config (45 jobs) for the same question.
 
-    python benchmarks/race_audit.py [--races 200] [--seed 0]
+    python benchmarks/race_audit.py [--races 200] [--seed 0] [--case "lr out"]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ WEIGHTS, MEANS, STDS = (0.7, 0.3), (240.0, 100.0), (30.0, 60.0)
 RULES = Rules(first_seeds=3, seeds_per_round=1, max_seeds=10, seed_budget=45, alpha=0.05)
 BUDGETS = (45, 90)  # the grid's own 45 jobs (sweep=local_optimum_race), and twice that
 LR_SHIFTS = (0.0, -26.0, -60.0)
+OUT_SHIFTS = (0.0, -26.0, -150.0)  # the same, but the slowest learning rate's seeds do not take off
 
 
 def draw(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -61,10 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--races", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--case", default="", help="only the cases whose name holds this text")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     started = time.time()
-    cases = {"null (9 equal configs)": np.zeros(9), "lr effect (3 best, 6 worse)": np.repeat(LR_SHIFTS, 3)}
+    cases = {
+        "null (9 equal configs)": np.zeros(9),
+        "lr effect (3 best, 6 worse)": np.repeat(LR_SHIFTS, 3),
+        "one lr out (3 best, 3 at -26, 3 at -150)": np.repeat(OUT_SHIFTS, 3),
+    }
+    cases = {name: shifts for name, shifts in cases.items() if args.case in name}
     rows = {
         f"{name}, budget {budget}": simulate(shifts, replace(RULES, seed_budget=budget), args.races, rng)
         for name, shifts in cases.items()

@@ -4,6 +4,7 @@ race through Hydra's joblib launcher into a real MLflow store."""
 import itertools
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ from dqn.racing.elimination import (
     BUDGET,
     MAX_SEEDS,
     SEPARATED,
+    STOPPED,
     Rules,
     eliminate,
     gap_p_values,
@@ -110,6 +112,14 @@ def test_equal_configs_keep_getting_seeds_until_the_budget():
     assert race.ended == BUDGET and race.drops == () and race.alive == (0, 1, 2, 3)
     assert len(asked) == len(set(asked)) == 16
     assert [race.seeds_of(c) for c in range(4)] == [4, 4, 4, 4]
+
+
+def test_a_stopped_race_starts_no_round_after_the_one_that_was_stopped_and_counts_none_of_it():
+    score, asked = arms([0.0] * 3, [10.0] * 3, 1)
+    race = run_race(3, Rules(first_seeds=2, max_seeds=6), score, stopping=lambda: len(asked) > 6)
+    assert race.ended == STOPPED
+    assert len(asked) == 3 * 2 + 3  # the first round, then the round that was stopped; nothing after
+    assert sorted(race.scores) == sorted(asked[:6]) and race.rounds == 1
 
 
 @pytest.mark.parametrize(
@@ -245,3 +255,40 @@ def test_a_real_race_gives_seeds_to_the_contenders_under_one_parent_and_continue
         parent.info.run_id
     }
     assert MlflowClient(store).get_run(parent.info.run_id).data.tags["race_end"] == MAX_SEEDS
+
+
+def test_a_signalled_race_ends_killed_and_the_same_command_continues_it(project, store):
+    """SIGINT during round 2's first job: that job ends KILLED, the round's other job is skipped, the parent
+    ends KILLED; the same command reuses round 1's six jobs, runs round 2's two, and ends the same parent."""
+    longer = [o if o != "total_steps=300" else "total_steps=3000" for o in CARTPOLE[:-3]]  # round 2 is caught running
+    rules = ["hydra.sweeper.first_seeds=2", "hydra.sweeper.max_seeds=3", "hydra.sweeper.alpha=0.5"]
+    args = [sys.executable, "-m", "dqn.train", "-m", "hydra/sweeper=race", *longer, *rules]
+    race = subprocess.Popen(
+        args, cwd=project, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = ""
+    for line in race.stdout:  # round 1 tested (alpha 0.5 drops the capped config at 2 seeds), round 2 started
+        seen += line
+        if "race round 1" in seen and "(env.eval_max_episode_steps=400 seed=2) tracked" in line:
+            race.send_signal(signal.SIGINT)
+            break
+    race.communicate(timeout=600)
+    assert race.returncode == 130, seen[-3000:]
+    (parent,) = [r for r in runs_of(store) if r.data.tags.get("dqn.role") == "sweep"]
+    assert parent.info.status == "KILLED" and parent.data.tags["race_end"] == "stopped"
+
+    again = race_command(project, *args[5:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "6 of its jobs already finished" in again.stdout
+    runs = runs_of(store)
+    assert [r.info.run_id for r in runs if r.data.tags["dqn.role"] == "sweep"] == [parent.info.run_id]
+    finished = Counter(
+        (r.data.tags["group"], r.data.params["seed"])
+        for r in runs
+        if r.data.tags["dqn.role"] == "job" and r.info.status == "FINISHED"
+    )
+    assert max(finished.values()) == 1 and len(finished) == 8
+    assert Counter(group for group, _ in finished) == {
+        "env.eval_max_episode_steps=4": 2, "env.eval_max_episode_steps=400": 3, "env.eval_max_episode_steps=500": 3
+    }  # fmt: skip
+    assert MlflowClient(store).get_run(parent.info.run_id).info.status == "FINISHED"

@@ -159,12 +159,13 @@ def run_race(
     ended = BUDGET
     while target > seeds:
         jobs = [(c, s) for s in range(seeds, target) for c in alive]
-        for (c, s), value in zip(jobs, score(jobs), strict=True):
-            scores[(c, s)] = table[s, c] = math.nan if value is None else value
-        rounds += 1
-        if stopping():
+        values = score(jobs)
+        if stopping():  # the round's jobs were cut short: none of them counts
             ended = STOPPED
             break
+        for (c, s), value in zip(jobs, values, strict=True):
+            scores[(c, s)] = table[s, c] = math.nan if value is None else value
+        rounds += 1
         seeds = target
         if len(alive) > 1:
             tested, fallen = eliminate(table[:seeds], alive, rules.alpha)

@@ -159,7 +159,7 @@ class MlflowSweepCallback(Callback):
             "git_commit": commit,
             "mlflow.source.git.commit": commit,
         }
-        if self.race is not None:  # a new race, or the unfinished one this command continues
+        if self.race is not None:  # a new race, or the earlier parent of the same race, which this command continues
             try:
                 run = race_parent(self.client, experiment_id, self.race, tags)
             except ConfigError as error:
