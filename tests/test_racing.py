@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from mlflow import MlflowClient
 
-from dqn.config import ConfigError, RaceConfig
+from dqn.config import ConfigError, RaceConfig, register_configs
 from dqn.racing.elimination import (
     BUDGET,
     MAX_SEEDS,
@@ -26,8 +28,8 @@ from dqn.racing.elimination import (
     run_race,
     within_seed_ranks,
 )
-from dqn.racing.plan import check_rules, grid
-from tests.conftest import runs_of
+from dqn.racing.plan import check_race, check_rules, grid
+from tests.conftest import CONF_DIR, runs_of
 from tests.services import clean_env
 
 
@@ -292,3 +294,22 @@ def test_a_signalled_race_ends_killed_and_the_same_command_continues_it(project,
         "env.eval_max_episode_steps=4": 2, "env.eval_max_episode_steps=400": 3, "env.eval_max_episode_steps=500": 3
     }  # fmt: skip
     assert MlflowClient(store).get_run(parent.info.run_id).info.status == "FINISHED"
+
+
+def planned(overrides: list[str]):
+    """check_race on `python -m dqn.train <overrides>` as composed by Hydra, with Hydra's own loader."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        return check_race(cfg, GlobalHydra.instance().config_loader(), list(cfg.hydra.overrides.task))
+
+
+def test_the_ready_race_is_the_grids_question_and_a_race_is_known_by_what_its_jobs_train():
+    plan = planned(["sweep=local_optimum_race"])
+    assert len(plan.configs) == 9 and plan.configs[0] == ["batch_size=64", "lr=0.0001"]
+    assert (plan.rules.first_seeds, plan.rules.max_seeds, plan.rules.budget(9)) == (3, 10, 45)
+    assert plan.job(8, 2) == ["sweep=local_optimum_race", "batch_size=256", "lr=0.001", "seed=2"]  # as a grid passes it
+    same = planned(["sweep=local_optimum_race", "mlflow.experiment_name=elsewhere", "hydra.sweeper.seed_budget=90"])
+    assert same.signature == plan.signature  # where it is tracked and how many seeds it may spend: the same race
+    assert planned(["sweep=local_optimum_race", "total_steps=30000"]).signature != plan.signature
