@@ -240,6 +240,34 @@ class SearchConfig:
     """median: env steps before a trial can be pruned."""
 
 
+RACE_SWEEPER = "hydra_plugins.dqn_sweeper.race_sweeper.RaceSweeper"
+"""`hydra/sweeper=race`'s class; it hands the work to `dqn.racing`."""
+
+
+@dataclass
+class RaceConfig:
+    """`hydra/sweeper=race`: a grid raced over seeds, F-Race style (conf/hydra/sweeper/race.yaml; `dqn.racing`).
+    Every config runs first_seeds seeds; then each round drops the configs shown worse than the best and
+    gives the others more seeds, until one is left, or max_seeds or the seed budget is reached."""
+
+    _target_: str = RACE_SWEEPER
+    params: dict[str, str] = field(default_factory=dict)
+    """The grid in Hydra's sweep syntax: `batch_size: 64,128,256`, `lr: choice(1e-4, 1e-3)`, `n_step: range(1, 4)`;
+    a plain value is fixed. Sweeps on the command line join it. No seed: the race gives seeds seed, seed+1, ...,
+    the same to every config, so that seeds are blocks."""
+    first_seeds: int = 3
+    """Seeds every config runs before the first test."""
+    seeds_per_round: int = 1
+    """Seeds each config still in the race gets per round after the first; each round is one launch."""
+    max_seeds: int = 10
+    """Seeds a config runs at most; the race ends when its contenders have them."""
+    seed_budget: int | None = None
+    """Jobs the race runs at most, all rounds together (a round that would pass it is not started); null:
+    every config may reach max_seeds."""
+    alpha: float = 0.05
+    """Level of each round's test: a config is dropped when its gap to the best has a p-value at most this."""
+
+
 class ConfigError(ValueError):
     """A config value that no training should start with."""
 
@@ -458,9 +486,11 @@ def register_resolvers() -> None:
 def register_configs() -> None:
     """Store the schema as `train_schema`; `conf/train.yaml` lists it first in its defaults,
     so every group option is merged into (and checked against) a typed node. The Optuna sweeper's
-    schema is `hydra/sweeper/optuna_schema`, the base of conf/hydra/sweeper/optuna.yaml."""
+    schema is `hydra/sweeper/optuna_schema`, the base of conf/hydra/sweeper/optuna.yaml; the race's
+    `hydra/sweeper/race_schema`, of race.yaml."""
     from hydra.core.config_store import ConfigStore  # here, so the algorithm can import this module without Hydra
 
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(group="hydra/sweeper", name="optuna_schema", node=SearchConfig)
+    store.store(group="hydra/sweeper", name="race_schema", node=RaceConfig)

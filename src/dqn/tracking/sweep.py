@@ -29,8 +29,9 @@ from omegaconf import DictConfig
 
 from dqn.cli.commands import resume_command, view_at
 from dqn.cli.console import number_job_lines
-from dqn.config import OPTUNA_SWEEPER, ConfigError
+from dqn.config import OPTUNA_SWEEPER, RACE_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
+from dqn.racing.plan import Plan, check_race, race_parent
 from dqn.report.sweep_report import render, write_report
 from dqn.tracking.store import (
     TrackingUnavailable,
@@ -108,6 +109,18 @@ def checked_search(config: DictConfig) -> Any:
     return search
 
 
+def checked_race(config: DictConfig) -> Plan | None:
+    """The race `hydra/sweeper=race` describes, checked (`dqn.racing`), or None under another sweeper. A bad
+    race exits 2 with one line, before the parent run exists."""
+    if config.hydra.sweeper.get("_target_") != RACE_SWEEPER:
+        return None
+    try:
+        return check_race(config, GlobalHydra.instance().config_loader(), list(config.hydra.overrides.task))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 class MlflowSweepCallback(Callback):
     """Opens the sweep's parent run before the jobs and ends it, with the report, after them."""
 
@@ -115,12 +128,14 @@ class MlflowSweepCallback(Callback):
         self.client = self.parent_id = self.sweep_dir = None
         self.stopped_by: str | None = None
         self.study: str | None = None  # an Optuna search's study name
+        self.race: Plan | None = None  # a race's plan (dqn.racing)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
         number_job_lines()  # Hydra's `#N` job lines in our `[job N]` numbering
         search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
         self.study = search.study_name if search is not None else None
+        self.race = checked_race(config)  # a race (dqn.racing), refused in one line before any run
         if not config.mlflow.enabled:
             return
         root = Path.cwd()
@@ -149,7 +164,14 @@ class MlflowSweepCallback(Callback):
             "git_commit": commit,
             "mlflow.source.git.commit": commit,
         }
-        if search is None:
+        if self.race is not None:  # a new race, or the earlier parent of the same race, which this command continues
+            try:
+                run = race_parent(self.client, experiment_id, self.race, tags)
+            except ConfigError as error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(2)
+            sweep_id = run.data.tags["sweep_id"]
+        elif search is None:
             run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
         else:  # the study's one parent run, shared by every command that runs it
             from dqn.search.sweeper import study_parent
@@ -192,6 +214,8 @@ class MlflowSweepCallback(Callback):
             again = (
                 f"the same command continues study {self.study}, running its interrupted trials again"
                 if self.study
+                else "the same command continues the race, running its unfinished jobs again"
+                if self.race
                 else f"each resumes with {resume_command('<run id>')}"
             )
             print(
