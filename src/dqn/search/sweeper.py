@@ -108,11 +108,13 @@ class Search:
     def sampler(self, index: int) -> optuna.samplers.BaseSampler:
         """The sampler that draws the study's `index`-th counted trial, seeded from `sampler_seed` and `index`:
         a draw depends on the finished trials before it, not on which command asks it nor on how many asks
-        this process has made (a resumed study draws as an uninterrupted one would)."""
+        this process has made (a resumed study draws as an uninterrupted one would). The grid sampler
+        takes `sampler_seed` alone: it gives the first trials the grid's points in the order that seed
+        shuffles them, by trial number."""
         s = self.settings
+        if s.sampler == "grid":  # its seed shuffles the grid, whose order must hold for the whole study
+            return optuna.samplers.GridSampler(self.grid, seed=s.sampler_seed)
         seed = int(np.random.SeedSequence([s.sampler_seed, index]).generate_state(1)[0])
-        if s.sampler == "grid":
-            return optuna.samplers.GridSampler(self.grid, seed=seed)
         if s.sampler == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed)
