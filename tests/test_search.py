@@ -1,11 +1,13 @@
 """Optuna searches for real: `python -m dqn.train -m hydra/sweeper=optuna` through a launcher, into one study."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
@@ -95,6 +97,24 @@ def test_the_default_study_name_tells_draws_of_a_search_apart_but_not_its_length
     assert name(sampler="random", n_startup_trials=3) == name(sampler="random")  # a TPE setting, unused
 
 
+def test_a_trial_is_drawn_from_its_place_in_the_study_not_from_the_asks_before_it():
+    """The sampler for the n-th trial is seeded from the sampler seed and n: asked in a fresh process (a
+    resumed command) it draws what the first process drew; another place or sampler seed draws anew."""
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
+
+    def draw(index: int, seed: int = 0, asked_before: int = 0) -> float:
+        search = Search(SearchConfig(sampler_seed=seed), space, {}, [], [0], "", "", 4)
+        study = optuna.create_study(direction="maximize")
+        for _ in range(asked_before):  # a long-lived sampler would have moved on
+            study.sampler = search.sampler(index)
+            study.ask(space)
+        study.sampler = search.sampler(index)
+        return study.ask(space).params["lr"]
+
+    assert draw(3) == draw(3, asked_before=2)
+    assert len({draw(3), draw(4), draw(3, seed=1)}) == 3
+
+
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
 def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store, pruner):
     """A finished trial that scored 0 at every evaluation (and passed successive halving's rungs) is already
@@ -124,19 +144,80 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
     assert parent.data.tags["study_name"] == "prune" and parent.data.tags["pruner"] == pruner
     pruned = [c for c in children if c.data.tags["trial_number"] == str(state["Acrobot-v1"].number)]
     assert len(pruned) == 2 and {c.data.params["seed"] for c in pruned} == {"0", "1"}
-    for run in pruned:
+    stopped = []
+    for run in pruned:  # judged when both seeds reached 500: the last there stops at once, the other at 500 or 1000
+        stopped.append(int(run.data.tags["pruned_at_step"]))
         assert run.info.status == "KILLED" and run.data.tags["pruned"] == "true"
-        assert run.data.tags["pruned_at_step"] == "500" and "pruned at step 500" in run.data.tags["end_reason"]
+        assert f"pruned at step {stopped[-1]}: at step 500" in run.data.tags["end_reason"]
         evals = [m.step for m in client.get_metric_history(run.info.run_id, "eval_return_mean")]
-        assert evals == [500]  # it stopped at that evaluation
+        assert evals == list(range(500, stopped[-1] + 1, 500))  # it stopped at that evaluation
         assert "final_eval_return_mean" not in run.data.metrics
+    assert min(stopped) == 500 and max(stopped) <= 1000
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {
         "search/trials.csv", "search/trials.md", "search/optimization_history.png", "search/param_importances.png"
     }  # fmt: skip
     assert parent.data.tags["best_params"] == '{"env.id": "CartPole-v1"}'
     report = (Path(parent.data.tags["sweep_dir"]) / "report.md").read_text()
-    assert "2 PRUNED" in report and "| env.id=Acrobot-v1 | 0 | 500 |" in report
+    assert "2 PRUNED" in report and len(re.findall(r"\| env.id=Acrobot-v1 \| [01] \| (500|1000) \|", report)) == 2
     assert "| env.id=CartPole-v1 " in report
+
+
+# A tiny real LunarLander search: 4 trials of 2 seeds, 2 trials a batch on 2 joblib workers, TPE from the
+# third trial on, the median pruner from the first COMPLETE trial on, judging at steps 500 to 2000.
+TWICE = [
+    "total_steps=2000", "learning_starts=300", "eval_every=500", "eval_episodes=2", "final_eval_episodes=2",
+    "schedule.decay_steps=1500", "env.eval_max_episode_steps=100", "env.id=LunarLander-v3",
+    "lr=tag(log, interval(1e-4, 3e-3))", "batch_size=choice(32, 64, 128)", "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.seeds_per_trial=2", "hydra.sweeper.n_startup_trials=2", "hydra.sweeper.pruner_startup_trials=1",
+    "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+]  # fmt: skip
+
+
+def expected_cut(trial: optuna.trial.FrozenTrial, study: list[optuna.trial.FrozenTrial]) -> int | None:
+    """Where the median rule cuts `trial`, computed here from the seeds' stored evaluations: at each step
+    both seeds reached, the mean of their running means; cut at the first step where its best so far is
+    below the median of the same value in the COMPLETE trials it is judged against."""
+
+    def curve(t: optuna.trial.FrozenTrial) -> dict[int, float]:
+        seeds = [{int(s): v for s, v in t.user_attrs[f"evals_seed_{seed}"].items()} for seed in (0, 1)]
+        steps = sorted(set(seeds[0]) & set(seeds[1]))
+        return {s: np.mean([np.mean([v for k, v in e.items() if k <= s]) for e in seeds]) for s in steps}
+
+    against = [curve(t) for t in study if t.number in trial.user_attrs["judged_against"] and t.value is not None]
+    best = -np.inf
+    for step, value in curve(trial).items():
+        best = max(best, value)
+        others = [c[step] for c in against if step in c]
+        if others and best < np.median(others):
+            return step
+    return None
+
+
+def test_the_same_search_twice_draws_the_same_trials_prunes_the_same_and_picks_the_same(tmp_path):
+    """Two copies of one command run at once in two projects, so their workers' timings differ: the same
+    params trial by trial, the same trials pruned at the same steps, the same pick, and each cut where the
+    median rule, recomputed from the stored evaluations, puts it."""
+    projects = [tmp_path / "a", tmp_path / "b"]
+    for folder in projects:
+        folder.mkdir()
+    commands = [start(folder, *TWICE, log="search.log") for folder in projects]
+    for folder, process in zip(projects, commands, strict=True):
+        assert process.wait(timeout=900) == 0, (folder / "search.log").read_text()[-3000:]
+    (name,) = {t.study_name for t in optuna.get_all_study_summaries(storage(projects[0]))}
+    first, second = (trials(folder, name) for folder in projects)
+    assert [t.params for t in first] == [t.params for t in second] and len(first) == 4
+    assert [t.state for t in first] == [t.state for t in second]
+    assert [t.user_attrs.get("pruned") for t in first] == [t.user_attrs.get("pruned") for t in second]
+    assert [t.intermediate_values for t in first] == [t.intermediate_values for t in second]
+    for t in first:
+        assert (t.user_attrs.get("pruned") or {}).get("step") == expected_cut(t, first)
+    assert [t.user_attrs["judged_against"] for t in first] == [[], [], [0, 1], [0, 1]]
+    best = [max((t for t in found if t.value is not None and t.state == TrialState.COMPLETE), key=lambda t: t.value)
+            for found in (first, second)]  # fmt: skip
+    assert best[0].params == best[1].params
+    answer = (projects[0] / "search.log").read_text()
+    completed = sum(t.state == TrialState.COMPLETE for t in first)
+    assert f"{completed} of 4 trials completed, {4 - completed} pruned" in answer
 
 
 def storage_url(project: Path) -> str:
@@ -224,6 +305,7 @@ def test_two_commands_on_one_study_share_it(project, store):
         (["hydra.sweeper.n_trials=0", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.n_trials=0 is invalid"),
         (["hydra.sweeper.seeds_per_trial=0", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.seeds_per_trial=0 is invalid"),
         (["lr=interval(0, 1e-3)"], "reaches lr=0.0 is invalid: allowed a float > 0"),
+        (["hydra.sweeper.sampler_seed=-1", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.sampler_seed=-1 is invalid"),
     ],
 )
 def test_a_bad_search_is_refused_in_one_line_before_any_run(project, store, args, message):

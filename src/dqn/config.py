@@ -229,13 +229,15 @@ class SearchConfig:
     sampler: str = "tpe"
     """tpe, random or grid (grid takes choice/range params only, and stops once each point has run)."""
     sampler_seed: int | None = None
-    """Seeds the sampler (a batch's parallel asks still depend on timing)."""
+    """Seeds the sampler; null: the config's `seed`. Each trial's draw is seeded from it and the trial's place
+    in the study, so the same command draws the same trials (docs/search.md says when)."""
     n_startup_trials: int = 5
     """TPE: random trials before it models the results."""
     pruner: str = "median"
-    """median, successive_halving or none."""
+    """median, successive_halving or none: Optuna's pruner, judging a trial at each step all its seeds have
+    evaluated, against the trials finished before its batch started (never its batch-mates)."""
     pruner_startup_trials: int = 3
-    """median: COMPLETE trials needed before it prunes anything."""
+    """median: COMPLETE trials (finished before the batch) needed before it prunes anything."""
     pruner_warmup_steps: int = 0
     """median: env steps before a trial can be pruned."""
 

@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
@@ -42,7 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dqn.config import ConfigError, SearchConfig, validate
 from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
-from dqn.search.trial import PRUNED, PRUNER, engine_kwargs, trial_means
+from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, engine_kwargs, judge
 from dqn.tracking.store import FolderLock, first_line, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
 from dqn.tracking.sweep import config_overrides, read_sweep, sweep_stopping
 
@@ -87,6 +88,7 @@ class Search:
             "study_name": self.study_name,
             "optuna_storage": redact(self.storage),
             "sampler": self.settings.sampler,
+            "sampler_seed": str(self.settings.sampler_seed),
             "pruner": self.settings.pruner,
             "search_space": json.dumps(self.declared),
             "seeds_per_trial": str(len(self.seeds)),
@@ -103,13 +105,19 @@ class Search:
         ]
         return [[*self.fixed, *params, f"seed={seed}", *where] for seed in self.seeds]
 
-    def sampler(self) -> optuna.samplers.BaseSampler:
+    def sampler(self, index: int) -> optuna.samplers.BaseSampler:
+        """The sampler that draws the study's `index`-th counted trial, seeded from `sampler_seed` and `index`:
+        a draw depends on the finished trials before it, not on which command asks it nor on how many asks
+        this process has made (a resumed study draws as an uninterrupted one would). The grid sampler
+        takes `sampler_seed` alone: it gives the first trials the grid's points in the order that seed
+        shuffles them, by trial number."""
         s = self.settings
-        if s.sampler == "grid":
+        if s.sampler == "grid":  # its seed shuffles the grid, whose order must hold for the whole study
             return optuna.samplers.GridSampler(self.grid, seed=s.sampler_seed)
+        seed = int(np.random.SeedSequence([s.sampler_seed, index]).generate_state(1)[0])
         if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=s.sampler_seed)
-        return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=s.sampler_seed)
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed)
 
 
 def check_search(config: DictConfig, loader: Any) -> Search:
@@ -119,6 +127,8 @@ def check_search(config: DictConfig, loader: Any) -> Search:
     cannot be used, or a study of that name that searches something else."""
     settings: SearchConfig = OmegaConf.to_object(OmegaConf.merge(SearchConfig, config.hydra.sweeper))
     check_settings(settings)
+    if settings.sampler_seed is None:  # a search is a draw: the same command draws the same trials
+        settings = replace(settings, sampler_seed=config.seed)
     space, declared, fixed = parse_space(settings.params, list(config.hydra.overrides.task))
     grid = grid_of(space, declared) if settings.sampler == "grid" else {}
     for name, distribution in space.items():
@@ -151,6 +161,7 @@ def check_settings(s: SearchConfig) -> None:
         _check(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
     for key in ("pruner_startup_trials", "pruner_warmup_steps"):
         _check(getattr(s, key) >= 0, key, getattr(s, key), "an integer >= 0")
+    _check(s.sampler_seed is None or s.sampler_seed >= 0, "sampler_seed", s.sampler_seed, "null or an integer >= 0")
 
 
 def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, text: str, value: Any) -> None:
@@ -201,7 +212,7 @@ def open_study(search: Search) -> optuna.Study:
             study = optuna.create_study(
                 storage=storage,
                 study_name=search.study_name,
-                sampler=search.sampler(),
+                sampler=search.sampler(0),
                 direction="maximize",
                 load_if_exists=True,
             )
@@ -316,10 +327,15 @@ class OptunaSearch:
             to_go = search.n_trials - counted(study)
             if search.grid:  # a grid ends when each point has run once; lost ones are queued again
                 to_go = min(to_go, grid_left(study, search.grid))
+            # The batch is judged against the trials finished now: none of its own, whatever their timing.
+            finished = [t.number for t in study.get_trials(deepcopy=False, states=FINISHED)]
             for _ in range(min(search.settings.n_jobs, max(to_go, 0))):
+                study.sampler = search.sampler(counted(study))
                 trial = study.ask(fixed_distributions=search.space)
                 trial.set_user_attr(OWNER, {"sweep_dir": str(self.sweep_dir), "host": socket.gethostname()})
                 trial.set_user_attr(PRUNER, search.pruner)
+                trial.set_user_attr(SEEDS, search.seeds)
+                trial.set_user_attr(JUDGED_AGAINST, finished)
                 self.running.append(trial)
         return bool(self.running)
 
@@ -340,14 +356,19 @@ class OptunaSearch:
                         self.mlflow[0].set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
 
     def finish(self, study: optuna.Study, search: Search, trial: optuna.Trial, returns: Sequence[JobReturn]) -> None:
-        """Tell Optuna how the trial ended: PRUNED if a job pruned it, FAIL if a job failed (or, in a stopping
-        command, interrupted: queued again), else COMPLETE with the mean final score of its seeds."""
+        """Tell Optuna how the trial ended: PRUNED if its judgement says so (`dqn.search.trial.judge`, made again
+        here on every report that arrived), FAIL if a job failed (or, in a stopping command, interrupted:
+        queued again), else COMPLETE with the mean final score of its seeds."""
         scores = [r.return_value if r.status is JobStatus.COMPLETED else None for r in returns]
         storage = study._storage
-        attrs = storage.get_trial(trial._trial_id).user_attrs
-        for step, value in trial_means(attrs).items():  # the exact means, now that every seed has reported
+        verdict = judge(storage.get_trial(trial._trial_id), study.get_trials(deepcopy=False, states=FINISHED))
+        for step, value in verdict.values.items():  # what the sampler and later trials see: no step past the cut
             storage.set_trial_intermediate_value(trial._trial_id, step, value)
-        if PRUNED in attrs:
+        for key, value in verdict.rungs.items():
+            storage.set_trial_system_attr(trial._trial_id, key, value)
+        if verdict.pruned_at is not None:
+            record = {"step": verdict.pruned_at, "value": verdict.values[verdict.pruned_at]}
+            storage.set_trial_user_attr(trial._trial_id, PRUNED, record)
             state = tell(study, trial, TrialState.PRUNED)
         elif None in scores and sweep_stopping(self.sweep_dir):
             interrupt(study, trial.number, "the command running it was stopped")

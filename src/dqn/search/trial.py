@@ -2,13 +2,17 @@
 
 A trial trains several seeds, one job each, often at the same time. Each job keeps its own evaluations
 in the trial's user attribute `evals_seed_<seed>` (one writer per key, so no job overwrites another's).
-The trial's intermediate value at step s (`trial_means`) is, over the seeds that have reported s, the mean
-of each seed's evaluations up to s: the area under its learning curve so far, not its latest evaluation.
-A 10-episode evaluation is noisy; on the full-budget local_optimum grid the running mean ranked the
-configs' final scores far more steadily (docs/search.md). At each evaluation the job asks the trial's
-pruner about that value against the other trials' at the same step; a pruned trial is marked (`pruned`),
-and its other seeds stop at their own next evaluation. The search (`dqn.search`) writes the final values
-when it ends the trial.
+The trial's intermediate value at step s (`trial_means`) is the mean over **all** its seeds of each
+seed's mean evaluation up to s (the area under its learning curve so far: a 10-episode evaluation is
+noisy, docs/search.md); a step some seed has not reached yet has no value.
+
+Pruning decides the same whatever the workers' timing (`judge`): a trial is judged at each step all
+its seeds have reported, in step order, by its pruner replayed on a fixed set of trials, those that
+had finished (COMPLETE or PRUNED) when its batch was asked (`judged_against`): neither a batch-mate
+nor a trial of another command finishing meanwhile can change a verdict. Every job reruns the judgement
+after each of its reports; the first to see the trial behind marks it (`pruned`, the same record
+whoever writes it), and its other seeds stop at their own next evaluation. The search (`dqn.search`)
+judges once more when it ends the trial, so a report that failed to arrive cannot change the outcome.
 
 Pruning is an aid, never a reason to fail: if the study cannot be reached, the job trains on and says so.
 """
@@ -16,21 +20,26 @@ Pruning is an aid, never a reason to fail: if the study cannot be reached, the j
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from dqn.config import TrainConfig
 from dqn.tracking.recorder import Recorder
 from dqn.tracking.store import first_line
 
-if TYPE_CHECKING:
-    import optuna
-
 log = logging.getLogger("dqn")
 EVALS = "evals_seed_"  # + seed: {str(step): eval_return_mean}, written by that seed's job only
-PRUNED = "pruned"  # {"step", "seed", "value"}: the trial's mean that the pruner judged, by the job that asked
+PRUNED = "pruned"  # {"step", "value"}: where the trial fell behind and its seeds' mean there
 PRUNER = "pruner"  # the pruner the search chose for the trial: {"kind", "n_startup_trials", "n_warmup_steps"}
+SEEDS = "seeds"  # the trial's seeds: a step counts once every one of them has reported it
+JUDGED_AGAINST = "judged_against"  # numbers of the trials that had finished when the trial's batch was asked
+RUNG = "completed_rung_"  # successive halving's marks (Optuna's system attrs), kept on the real trial
 METRIC = "eval_return_mean"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 CheckFn = Callable[[Mapping[str, float], int], None]
 
@@ -41,24 +50,35 @@ class Pruned(KeyboardInterrupt):
     A KeyboardInterrupt, like `dqn.learn.Stopped`: a requested stop, not a failure of the job."""
 
 
-def trial_means(user_attrs: Mapping[str, Any], until: int | None = None) -> dict[int, float]:
-    """The trial's intermediate values: at each step s (up to `until`), the mean over the seeds that reported
-    s of each one's mean evaluation up to s."""
-    values: dict[int, list[float]] = {}
-    for key, evals in user_attrs.items():
-        if key.startswith(EVALS):
-            total = 0.0
-            for n, (step, value) in enumerate(sorted((int(step), float(value)) for step, value in evals.items())):
-                total += value
-                if until is None or step <= until:
-                    values.setdefault(step, []).append(total / (n + 1))
-    return {step: sum(seeds) / len(seeds) for step, seeds in sorted(values.items())}
+@dataclass(frozen=True)
+class Verdict:
+    """A trial judged on what its seeds have reported so far."""
+
+    values: dict[int, float]  # its intermediate values: at each step all seeds reached, up to the cut
+    pruned_at: int | None  # the first step it fell behind at, if any
+    rungs: dict[str, Any]  # successive halving's marks, for later trials to be judged against
+
+
+def running_means(evals: Mapping[str, float]) -> dict[int, float]:
+    """One seed's mean evaluation up to each of its steps."""
+    means, total = {}, 0.0
+    for n, (step, value) in enumerate(sorted((int(step), float(value)) for step, value in evals.items())):
+        total += value
+        means[step] = total / (n + 1)
+    return means
+
+
+def trial_means(user_attrs: Mapping[str, Any], seeds: Sequence[int]) -> dict[int, float]:
+    """The trial's intermediate values: at each step every one of `seeds` has reported, the mean over them of
+    each one's mean evaluation up to that step. A seed that has not reached a step yet leaves it out: a
+    value computed over the seeds that happen to be there would depend on which job runs faster."""
+    curves = [running_means(user_attrs.get(f"{EVALS}{seed}", {})) for seed in seeds]
+    steps = set.intersection(*(set(curve) for curve in curves)) if curves else set()
+    return {step: sum(curve[step] for curve in curves) / len(curves) for step in sorted(steps)}
 
 
 def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     """The pruner a search's `pruner` setting names (dqn.config.SearchConfig)."""
-    import optuna
-
     if spec["kind"] == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=spec["n_startup_trials"], n_warmup_steps=spec["n_warmup_steps"]
@@ -66,6 +86,28 @@ def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
     if spec["kind"] == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner()
     return optuna.pruners.NopPruner()
+
+
+def judge(trial: FrozenTrial, finished: Sequence[FrozenTrial]) -> Verdict:
+    """Replay the trial's pruner, step by step, on an in-memory study that holds only the trials it is judged
+    against (those of `finished` named in its `judged_against`): Optuna's own pruners, on a set that no job's
+    timing can change, so the same reports always give the same verdict."""
+    attrs = trial.user_attrs
+    values = trial_means(attrs, attrs[SEEDS])
+    against = set(attrs[JUDGED_AGAINST])
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(attrs[PRUNER]))
+    study.add_trials([t for t in finished if t.number in against])
+    replay = study.ask()
+    for step, value in values.items():
+        replay.report(value, step)
+        if replay.should_prune():
+            return Verdict({s: v for s, v in values.items() if s <= step}, step, rungs(study))
+    return Verdict(values, None, rungs(study))
+
+
+def rungs(study: optuna.Study) -> dict[str, Any]:
+    """The marks successive halving left on the replayed trial (the study's last)."""
+    return {key: value for key, value in study.trials[-1].system_attrs.items() if key.startswith(RUNG)}
 
 
 def pruning(settings: TrainConfig, recorder: Recorder) -> CheckFn:
@@ -84,15 +126,12 @@ class Reporter:
     def __init__(self, study: optuna.Study, trial_id: int, number: int, seed: int, recorder: Recorder) -> None:
         self.study, self.trial_id, self.number, self.seed, self.recorder = study, trial_id, number, seed, recorder
         self.evals: dict[str, float] = {}
-        self.pruner: optuna.pruners.BasePruner | None = None
 
     @classmethod
     def open(cls, settings: TrainConfig, recorder: Recorder) -> Reporter | None:
         """The reporter of the job's trial, or None (said in one line) if the trial cannot take reports."""
         trial = settings.trial
         try:
-            import optuna
-
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             storage = optuna.storages.RDBStorage(trial.storage, engine_kwargs=engine_kwargs(trial.storage))
             study = optuna.load_study(study_name=trial.study, storage=storage)
@@ -103,7 +142,7 @@ class Reporter:
                 "trial %s of study %s unavailable, no pruning: %s", trial.number, trial.study, first_line(error)
             )
             return None
-        if state != optuna.trial.TrialState.RUNNING:  # e.g. a resumed run of a trial that has ended
+        if state != TrialState.RUNNING:  # e.g. a resumed run of a trial that has ended
             log.info("trial %s of study %s is %s: no pruning", trial.number, trial.study, state.name)
             return None
         reporter = cls(study, trial_id, trial.number, settings.seed, recorder)
@@ -124,9 +163,7 @@ class Reporter:
             self.stop(step, metrics[METRIC], verdict)
 
     def report(self, step: int, value: float) -> dict[str, Any] | None:
-        """Record this seed's evaluation; the `pruned` record if the trial is (now) pruned, else None."""
-        from optuna.trial import FrozenTrial, TrialState
-
+        """Record this seed's evaluation and judge the trial; the `pruned` record if it is (now) pruned."""
         storage = self.study._storage
         self.evals[str(step)] = value
         storage.set_trial_user_attr(self.trial_id, f"{EVALS}{self.seed}", self.evals)
@@ -136,26 +173,13 @@ class Reporter:
             return None
         if PRUNED in trial.user_attrs:
             return trial.user_attrs[PRUNED]
-        means = trial_means(trial.user_attrs, until=step)
-        storage.set_trial_intermediate_value(self.trial_id, step, means[step])
-        if self.pruner is None:
-            self.pruner = make_pruner(trial.user_attrs[PRUNER])
-        seen = FrozenTrial(
-            number=trial.number,
-            state=trial.state,
-            value=None,
-            datetime_start=trial.datetime_start,
-            datetime_complete=None,
-            params=trial.params,
-            distributions=trial.distributions,
-            user_attrs=trial.user_attrs,
-            system_attrs=trial.system_attrs,
-            intermediate_values=means,
-            trial_id=self.trial_id,
-        )
-        if not self.pruner.prune(self.study, seen):
+        verdict = judge(trial, self.study.get_trials(deepcopy=False, states=FINISHED))
+        for at, mean in verdict.values.items():
+            if at not in trial.intermediate_values:
+                storage.set_trial_intermediate_value(self.trial_id, at, mean)
+        if verdict.pruned_at is None:
             return None
-        record = {"step": step, "seed": self.seed, "value": means[step]}
+        record = {"step": verdict.pruned_at, "value": verdict.values[verdict.pruned_at]}
         storage.set_trial_user_attr(self.trial_id, PRUNED, record)
         return record
 
@@ -168,10 +192,10 @@ class Reporter:
             "pruned_trial_mean": repr(record["value"]),
         }.items():
             self.recorder.set_tag(key, tag)
-        if record["seed"] == self.seed and record["step"] == step:
-            why = f"its seeds' mean {METRIC} so far, {record['value']:.1f}, fell behind the other trials"
-        else:
-            why = f"seed {record['seed']} found it behind at step {record['step']}"
+        why = (
+            f"at step {record['step']} its seeds' mean {METRIC} so far, {record['value']:.1f}, "
+            "fell behind the trials finished before its batch"
+        )
         raise Pruned(f"trial {self.number} pruned at step {step}: {why}")
 
 
