@@ -35,7 +35,8 @@ def latest(seeds: list[dict[int, float]]) -> dict[int, float]:
 def running(seeds: list[dict[int, float]]) -> dict[int, float]:
     """The signal the search reports now: `dqn.search.trial.trial_means` itself."""
     return trial_means(
-        {f"{EVALS}{n}": {str(step): value for step, value in evals.items()} for n, evals in enumerate(seeds)}
+        {f"{EVALS}{n}": {str(step): value for step, value in evals.items()} for n, evals in enumerate(seeds)},
+        range(len(seeds)),
     )
 
 
