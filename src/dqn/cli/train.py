@@ -31,8 +31,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from dqn.cli.progress import Progress
+from dqn.cli.refusals import check_command_line
 from dqn.config import (
     ConfigError,
+    SearchConfig,
     TrainConfig,
     describe,
     register_configs,
@@ -504,8 +506,14 @@ def train(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     return train(cfg)
+
+
+def main() -> None:
+    """The command: what Hydra would refuse while composing is refused first, in one line (exit 2)."""
+    check_command_line(sys.argv[1:], "dqn.conf", "train", {"": TrainConfig, "hydra.sweeper.": SearchConfig})
+    hydra_main()
 
 
 if __name__ == "__main__":
