@@ -13,9 +13,8 @@ NETWORKS = sorted(p.stem for p in (ROOT / "src" / "dqn" / "conf" / "network").gl
 
 
 def refused(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dqn.train", *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120
-    )
+    command = [sys.executable, "-m", "dqn.train", *args]
+    done = subprocess.run(command, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

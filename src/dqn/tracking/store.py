@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +20,8 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+from dqn.redaction import redact
 
 log = logging.getLogger("dqn")
 # MLflow draws a progress bar for every artifact download (a resume fetches two): noise on the console.
@@ -67,15 +68,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[f"{prefix}{key}"] = redact(str(value))
     return flat
-
-
-_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^/\s]+@", re.IGNORECASE)  # to the host's @
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it masked: `postgresql://user:***@host/db`. For what
-    goes into MLflow params and tags, which everyone who reads the store sees."""
-    return _PASSWORD.sub(r"\1:***@", text)
 
 
 def git_commit(cwd: Path) -> str:
