@@ -24,6 +24,9 @@ def redact_url(url: str) -> str:
     SQLAlchemy's grammar serves http(s) too: the password runs from the user's `:` to the next `@`."""
     try:
         parsed = make_url(url)
+        while parsed.password and parsed.host and "@" in parsed.host:  # an `@` left raw inside the password
+            url = url.replace("@", "%40", 1)  # belongs to it: the host follows the last `@`
+            parsed = make_url(url)
     except (ArgumentError, ValueError):
         return url
     if not parsed.password:
