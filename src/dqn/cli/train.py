@@ -56,7 +56,9 @@ from dqn.tracking.store import (
     experiment_name,
     first_line,
     flatten,
+    folder_in_use,
     git_commit,
+    holder,
     open_store,
     redact,
     tracking_uri,
@@ -200,7 +202,7 @@ def claim(run: Run, out_dir: Path) -> FolderLock | None:
         try:
             return FolderLock(folder)
         except BlockingIOError:
-            raise ResumeError(f"resume={run_id}: a live process is working on it (it holds {folder})") from None
+            raise ResumeError(f"resume={run_id}: {live_process(folder)}") from None
     if status == "RUNNING":
         beat = int(run.data.tags.get(HEARTBEAT_TAG, "0"))
         age = time.time() - beat
@@ -210,6 +212,10 @@ def claim(run: Run, out_dir: Path) -> FolderLock | None:
                 f"{LEASE_SECONDS} s (its process may be alive on another machine)"
             )
     return None
+
+
+def live_process(folder: Path) -> str:
+    return f"a live process is working on it ({holder(folder)} holds {folder}): allowed once it has ended"
 
 
 def load_checkpoint(client: MlflowClient, run: Run, out_dir: Path) -> dict:
@@ -239,6 +245,9 @@ def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Pa
         raise ResumeError(f"resume={run_id}: no such run in the tracking store") from None
     if run.info.status == "FINISHED":
         raise ResumeError(f"resume={run_id} is FINISHED: allowed {RESUMABLE}")
+    folder = run_folder(run)
+    if folder is not None and folder.resolve() != out_dir.resolve() and folder_in_use(folder):
+        raise ResumeError(f"resume={run_id}: {live_process(folder)}")  # before asking for its checkpoint
     cfg = resumed_config(client, run, overrides, out_dir)
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)

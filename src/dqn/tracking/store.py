@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -184,7 +185,8 @@ def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
 
 
 class FolderLock:
-    """An exclusive lock on a job's folder, held while a process works on its run."""
+    """An exclusive lock on a job's folder, held while a process works on its run; the lock file says which
+    process (`holder`)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -195,11 +197,22 @@ class FolderLock:
             self.file.close()
             self.file = None
             raise
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.file.flush()
 
     def release(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def holder(folder: Path) -> str:
+    """Which process holds `folder`'s lock, as its lock file says (`pid 123 on node1`)."""
+    try:
+        return (folder / LOCK).read_text().strip() or "a process"
+    except OSError:
+        return "a process"
 
 
 def folder_in_use(folder: Path) -> bool:
