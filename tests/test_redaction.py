@@ -19,12 +19,13 @@ from tests.services import clean_env, postgres_uri  # noqa: F401
 from tests.test_search import command as search_command
 
 PASSWORD = "PwA/b@c:d%e#f?PwZ"
+OTHER = "QwA?x/y@z#QwZ"  # the same role's next password
 ENCODED = quote(PASSWORD, safe="/:#?")  # SQLAlchemy's URL grammar needs `@` and `%` encoded, not the others
-LEAKS = ("PwA", "PwZ")  # either end of the password: a mask that stops at a delimiter leaves one of them
+LEAKS = ("PwA", "PwZ", "QwA", "QwZ")  # either end of each: a mask that stops at a delimiter leaves one of them
 
 
-def url(user: str = "mlflow", database: str = "optuna", port: int = 5432) -> str:
-    return f"postgresql://{user}:{ENCODED}@127.0.0.1:{port}/{database}"
+def url(user: str = "mlflow", database: str = "optuna", port: int = 5432, password: str = PASSWORD) -> str:
+    return f"postgresql://{user}:{quote(password, safe='/:#?')}@127.0.0.1:{port}/{database}"
 
 
 def test_the_url_holds_the_password_as_the_driver_reads_it():
@@ -76,7 +77,7 @@ def secret_role(postgres_uri: str):  # noqa: F811
     psql(cluster, port, f"CREATE ROLE {name} LOGIN PASSWORD '{PASSWORD}'")
     for database in ("mlflow", "optuna"):
         psql(cluster, port, f"CREATE DATABASE {name}_{database} OWNER {name}")
-    yield name, port
+    yield name, port, cluster
     for database in ("mlflow", "optuna"):
         psql(cluster, port, f"DROP DATABASE IF EXISTS {name}_{database} WITH (FORCE)")
     psql(cluster, port, f"DROP ROLE IF EXISTS {name}")
@@ -86,20 +87,32 @@ def leaks(text: str) -> list[str]:
     return [leak for leak in LEAKS if leak in text]
 
 
-@pytest.mark.postgres
-def test_a_search_on_postgresql_writes_its_password_nowhere(project, secret_role):
-    name, port = secret_role
-    tracking, storage = url(name, f"{name}_mlflow", port), url(name, f"{name}_optuna", port)
+def secret_search(project: Path, name: str, port: int, password: str) -> subprocess.CompletedProcess:
+    tracking, storage = (url(name, f"{name}_{db}", port, password) for db in ("mlflow", "optuna"))
     command = search_command(
         "lr=tag(log, interval(1e-4, 3e-3))", "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds_per_trial=1",
         "hydra.sweeper.study_name=secret", f"mlflow.tracking_uri='{tracking}'", f"hydra.sweeper.storage='{storage}'",
     )  # fmt: skip
     done = subprocess.run(command, cwd=project, env=clean_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.postgres
+def test_a_search_on_postgresql_writes_its_password_nowhere(project, secret_role):
+    """Then the same database reached with another password is the same study and the same parent run."""
+    name, port, cluster = secret_role
+    tracking, storage = url(name, f"{name}_mlflow", port), url(name, f"{name}_optuna", port)
+    done = secret_search(project, name, port, PASSWORD)
     study = optuna.load_study(study_name="secret", storage=storage)  # the search really used the database
     assert [t.state.name for t in study.trials] == ["COMPLETE"]
+    psql(cluster, port, f"ALTER ROLE {name} PASSWORD '{OTHER}'")
+    again = secret_search(project, name, port, OTHER)
+    assert "report failed" not in again.stdout + again.stderr
+    tracking = url(name, f"{name}_mlflow", port, OTHER)
 
-    found = [f"console: {line}" for line in (done.stdout + done.stderr).splitlines() if leaks(line)]
+    output = done.stdout + done.stderr + again.stdout + again.stderr
+    found = [f"console: {line}" for line in output.splitlines() if leaks(line)]
     files = [path for path in project.rglob("*") if path.is_file()]
     assert any(path.name == "train.log" for path in files) and any(path.name == "run.json" for path in files)
     assert any(path.parent.name == ".hydra" for path in files)
@@ -110,7 +123,8 @@ def test_a_search_on_postgresql_writes_its_password_nowhere(project, secret_role
     client = MlflowClient(tracking)
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
     runs = client.search_runs([experiment.experiment_id])
-    assert len(runs) == 2  # the study's parent and its one job
+    assert len(runs) == 2  # the study's one parent (FINISHED again by the second command) and its one job
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
     found += [f"experiment tag {key}: {value}" for key, value in experiment.tags.items() if leaks(value)]
     for run in runs:  # params, tags (hydra_overrides, optuna_storage), descriptions (mlflow.note.content)
         written = {**run.data.params, **run.data.tags, "run name": run.info.run_name}
