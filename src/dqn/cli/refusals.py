@@ -51,8 +51,10 @@ def check_command_line(argv: list[str], config_module: str, config_name: str, sc
         return
     name = args.config_name or config_name
     with initialize_config_module(config_module=config_module, version_base="1.3"):
-        compose_or_exit(name, args.overrides, RunMode.MULTIRUN if args.multirun else RunMode.RUN, schemas)
-        for overrides in each_value(args.overrides) if args.multirun else []:
+        # a config may set `hydra.mode: MULTIRUN` itself (sweep=local_optimum): Hydra then runs without -m
+        multirun = args.multirun or GlobalHydra.instance().hydra.get_mode(name, args.overrides) == RunMode.MULTIRUN
+        compose_or_exit(name, args.overrides, RunMode.MULTIRUN if multirun else RunMode.RUN, schemas)
+        for overrides in each_value(args.overrides) if multirun else []:
             compose_or_exit(name, overrides, RunMode.RUN, schemas)
 
 
