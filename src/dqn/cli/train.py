@@ -33,8 +33,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dqn.cli.commands import resume_command, view_at
 from dqn.cli.progress import Progress
+from dqn.cli.refusals import check_command_line
 from dqn.config import (
     ConfigError,
+    SearchConfig,
     TrainConfig,
     describe,
     register_configs,
@@ -44,6 +46,7 @@ from dqn.config import (
 )
 from dqn.learn import learn
 from dqn.migrations import migrate_config
+from dqn.redaction import redact_file, redact_logs, restore
 from dqn.report.figures import learning_curve
 from dqn.search import trial
 from dqn.state import CheckpointMismatch, check_checkpoint
@@ -57,7 +60,9 @@ from dqn.tracking.store import (
     experiment_name,
     first_line,
     flatten,
+    folder_in_use,
     git_commit,
+    holder,
     open_store,
     redact,
     sqlite_path,
@@ -223,7 +228,7 @@ def claim(run: Run, out_dir: Path) -> FolderLock | None:
         try:
             return FolderLock(folder)
         except BlockingIOError:
-            raise ResumeError(f"resume={run_id}: a live process is working on it (it holds {folder})") from None
+            raise ResumeError(f"resume={run_id}: {live_process(folder)}") from None
     if status == "RUNNING":
         beat = int(run.data.tags.get(HEARTBEAT_TAG, "0"))
         age = time.time() - beat
@@ -233,6 +238,10 @@ def claim(run: Run, out_dir: Path) -> FolderLock | None:
                 f"{LEASE_SECONDS} s (its process may be alive on another machine)"
             )
     return None
+
+
+def live_process(folder: Path) -> str:
+    return f"a live process is working on it ({holder(folder)} holds {folder}): allowed once it has ended"
 
 
 def load_checkpoint(client: MlflowClient, run: Run, out_dir: Path) -> dict:
@@ -262,6 +271,9 @@ def resumed(client: MlflowClient, run_id: str, overrides: list[str], out_dir: Pa
         raise ResumeError(f"resume={run_id}: no such run in the tracking store") from None
     if run.info.status == "FINISHED":
         raise ResumeError(f"resume={run_id} is FINISHED: allowed {RESUMABLE}")
+    folder = run_folder(run)
+    if folder is not None and folder.resolve() != out_dir.resolve() and folder_in_use(folder):
+        raise ResumeError(f"resume={run_id}: {live_process(folder)}")  # before asking for its checkpoint
     cfg = resumed_config(client, run, overrides, out_dir)
     settings: TrainConfig = OmegaConf.to_object(cfg)
     validate(settings)
@@ -294,6 +306,19 @@ def resumed_config(client: MlflowClient, run: Run, overrides: list[str], out_dir
     return cfg
 
 
+URL_KEYS = ("mlflow.tracking_uri", "trial.storage")
+
+
+def with_passwords(cfg: DictConfig, current: DictConfig) -> None:
+    """Give the URLs of a resumed run's config, saved with their passwords masked, the passwords this command's
+    own config has for the same URLs (a requeued job's are its original command's). Without them (a password
+    kept in ~/.pgpass or $PGPASSWORD needs none) the masked URL stays."""
+    for key in URL_KEYS:
+        saved = OmegaConf.select(cfg, key)
+        if isinstance(saved, str):
+            OmegaConf.update(cfg, key, restore(saved, OmegaConf.select(current, key)))
+
+
 def changes(before: DictConfig, after: DictConfig) -> dict[str, tuple[str, str]]:
     """Flat keys whose value a resume changed: {key: (old, new)}."""
     old = flatten(OmegaConf.to_container(before, resolve=True, enum_to_str=True))
@@ -305,6 +330,7 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
     """The resumed run's recorder, config and checkpoint: what its last process left unsent is sent,
     the config changes are recorded (config.yaml, a tag), and the run is RUNNING again."""
     cfg, checkpoint, run = resumed(client, settings.resume, overrides, out_dir)
+    with_passwords(cfg, OmegaConf.structured(settings))
     lock = claim(run, out_dir)
     folder = run_folder(run)
     if folder is not None and folder.is_dir():
@@ -326,10 +352,11 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
         client.set_tag(run.info.run_id, key, value)
     if "end_reason" in run.data.tags:
         client.delete_tag(run.info.run_id, "end_reason")
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (out_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     client.log_artifact(run.info.run_id, str(out_dir / "config.yaml"))
     client.update_run(run.info.run_id, status="RUNNING")
-    (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": client.tracking_uri}))
+    record = {"run_id": run.info.run_id, "tracking_uri": redact(client.tracking_uri)}
+    (out_dir / RUN_RECORD).write_text(json.dumps(record))
     recorder = Recorder(client, run.info.run_id, out_dir)
     recorder.load_history()
     log.info("resuming run %s at step %d%s", run.info.run_id, checkpoint["step"], f" with {changed}" if changed else "")
@@ -368,7 +395,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
         tags["trial_number"] = str(settings.trial.number)
     named = group_overrides(overrides, sweep["swept"] if sweep is not None else None)
     run = client.create_run(experiment_id, run_name=run_name(named, settings.seed), tags=tags)
-    (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": uri}))
+    (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": redact(uri)}))
     address = view_at(uri, experiment_id, run.info.run_id)
     log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, redact(uri), address)
     return Recorder(client, run.info.run_id, out_dir), cfg, None, None
@@ -404,7 +431,7 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                 log.warning("job %s not started: the sweep is stopping", hydra_cfg.job.num)
                 return None
             if not settings.resume:
-                (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                (out_dir / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
             recorder, cfg, checkpoint, claimed = open_run(cfg, settings, hydra_cfg, out_dir, requeued is not None)
             locks.append(claimed)
             with ended(recorder, signalled):
@@ -477,6 +504,19 @@ def deliver(settings: TrainConfig, recorder: Recorder, checkpoint: dict | None, 
         log.info("model logged as %s", uri)
 
 
+def redact_hydra_files(hydra_cfg: Any) -> None:
+    """Mask passwords in the files Hydra wrote before the job started: <output>/.hydra/*.yaml and, in a
+    multirun, the sweep's multirun.yaml (nothing reads them back; a requeued SLURM job reads submitit's pickle)."""
+    files = []
+    if hydra_cfg.output_subdir is not None:
+        files += sorted((Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml"))
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        files.append(Path(hydra_cfg.sweep.dir) / "multirun.yaml")
+    for path in files:
+        with suppress(FileNotFoundError):
+            redact_file(path)
+
+
 class JobLabel(logging.Filter):
     """Prefix this job's log lines with its number: parallel jobs share one console."""
 
@@ -511,6 +551,8 @@ def train(cfg: DictConfig) -> float | None:
     on (the sweep reports them at its end).
     """
     hydra_cfg = HydraConfig.get()
+    redact_logs()
+    redact_hydra_files(hydra_cfg)
     try:
         with labelled(hydra_cfg):
             return run_job(cfg, hydra_cfg)
@@ -536,10 +578,13 @@ def hydra_main(cfg: DictConfig) -> float | None:
     return train(cfg)
 
 
-def main() -> float | None:
-    """The command: Hydra's, with a resumed run kept in its own folder."""
+def main() -> None:
+    """The command: what Hydra would refuse while composing is refused first, in one line (exit 2); a
+    resumed run is kept in its own folder."""
+    check_command_line(sys.argv[1:], "dqn.conf", "train", {"": TrainConfig, "hydra.sweeper.": SearchConfig})
+    redact_logs()  # Hydra's own lines too (a launcher lists each job's overrides)
     sys.argv[1:] = in_resumed_folder(sys.argv[1:])
-    return hydra_main()
+    hydra_main()
 
 
 def in_resumed_folder(args: list[str]) -> list[str]:

@@ -51,6 +51,9 @@ LEGEND = (
 
 DESIGN_FIGURES = ("heatmap.png", "sensitivity.png")
 PRUNED = "PRUNED"  # the status the report gives a job of a pruned search trial
+SUPERSEDED = "superseded"  # run tag "true": a job of an interrupted search trial, whose params ran again
+LEFT_OUT_SUPERSEDED = "superseded by the rerun of their interrupted search trial"
+LEFT_OUT_REPEAT = "an earlier run of a (group, seed) that a later finished run scores"
 
 
 class ReportError(Exception):
@@ -83,6 +86,7 @@ class Report:
     score: str = ""  # which metric scored the seeds
     pruned: tuple[PrunedRun, ...] = ()  # jobs of pruned search trials, not counted as seeds
     analysis: Analysis = Analysis(None, note="not analysed")
+    left_out: tuple[tuple[str, int], ...] = ()  # (why, how many) runs were left out: one score per (group, seed)
 
 
 def find_sweep(client: MlflowClient, experiment: str, sweep_id: str | None) -> Run:
@@ -135,6 +139,7 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
         f"tags.sweep_id = '{sweep_id}' and tags.`dqn.role` = 'job'",
         ["attributes.start_time ASC"],
     )
+    jobs, left_out = one_per_seed(jobs)
     seeds = [seed_run(client, job) for job in jobs]
     pruned = tuple(pruned_run(client, job) for job in jobs if is_pruned(job))
     skipped = dict(Counter(seed.status for seed in seeds if seed.status != "FINISHED"))
@@ -145,7 +150,17 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
     finished = sum(seed.status == "FINISHED" for seed in seeds)
     analysis = analyse(seeds)
     report = Report(
-        sweep_id, parent_run_id, rows, verdict(rows), skipped, [], finished, score_text(seeds), pruned, analysis
+        sweep_id,
+        parent_run_id,
+        rows,
+        verdict(rows),
+        skipped,
+        [],
+        finished,
+        score_text(seeds),
+        pruned,
+        analysis=analysis,
+        left_out=left_out,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     curves = iqm_curves(seeds)
@@ -200,6 +215,38 @@ def answer(report: Report) -> list[str]:
             reach = ", ".join(f"{e.key} {fmt_p(e.floor)}" for e in floors)
             also = f" The main effects can (smallest p, unadjusted: {reach})."
     return [*report.analysis.lines(), f"Verdict: {report.verdict.headline}{also}"]
+
+
+def one_per_seed(jobs: list[Run]) -> tuple[list[Run], tuple[tuple[str, int], ...]]:
+    """The jobs that count, in order, and (why, how many) of the others: one run per (group, seed).
+
+    Left out: the runs of an interrupted search trial (tagged superseded; their params ran again as a new
+    trial), and, of a (group, seed) that several runs hold (a job retried as a new run, a search that asked
+    the same params twice), all but its last FINISHED run. Pruned runs stay: the report lists them apart.
+    """
+    superseded = [job for job in jobs if job.data.tags.get(SUPERSEDED) == "true"]
+    kept = [job for job in jobs if job.data.tags.get(SUPERSEDED) != "true"]
+    last_finished: dict[tuple[str, int], str] = {}
+    for job in kept:
+        key = (job.data.tags.get("group", ""), seed_of(job))
+        if key[1] is not None and job.info.status == "FINISHED" and not is_pruned(job):
+            last_finished[key] = job.info.run_id  # start_time order: the last one wins
+    counted = [
+        job
+        for job in kept
+        if is_pruned(job)
+        or last_finished.get((job.data.tags.get("group", ""), seed_of(job)), job.info.run_id) == job.info.run_id
+    ]
+    why = ((LEFT_OUT_SUPERSEDED, len(superseded)), (LEFT_OUT_REPEAT, len(kept) - len(counted)))
+    return counted, tuple((reason, n) for reason, n in why if n)
+
+
+def left_out_text(left_out: tuple[tuple[str, int], ...]) -> str:
+    """`; left out 2 runs (2 superseded by ...)`: what the report did not count, and why."""
+    if not left_out:
+        return ""
+    reasons = ", ".join(f"{n} {why}" for why, n in left_out)
+    return f"; left out {sum(n for _, n in left_out)} runs ({reasons})"
 
 
 def summarise_on_parent(client: MlflowClient, report: Report) -> None:
@@ -412,7 +459,8 @@ def headline(report: Report) -> str:
     unfinished = f"; skipped {sum(skipped.values())} that did not finish" if skipped else ""
     groups = len(report.rows)
     return (
-        f"{report.finished} finished runs{without} in {groups} groups{unfinished}{_skipped_text(skipped, ' (', ')')}."
+        f"{report.finished} finished runs{without} in {groups} groups{unfinished}{_skipped_text(skipped, ' (', ')')}"
+        f"{left_out_text(report.left_out)}."
     )
 
 

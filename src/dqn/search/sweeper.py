@@ -42,6 +42,7 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from dqn.config import ConfigError, SearchConfig, validate
+from dqn.report.sweep_report import SUPERSEDED
 from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, engine_kwargs, judge
 from dqn.tracking.store import FolderLock, first_line, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
@@ -242,7 +243,8 @@ def study_parent(client: MlflowClient, experiment_id: str, search: Search, tags:
             f"tags.study_name = '{search.study_name}' and tags.`dqn.role` = 'sweep'",
             order_by=["attributes.start_time ASC"],
         )
-        runs = [run for run in runs if run.data.tags.get("optuna_storage") in {search.storage, redact(search.storage)}]
+        # the same database is the same study whatever password reaches it: compare the URLs masked
+        runs = [run for run in runs if redact(run.data.tags.get("optuna_storage", "")) == redact(search.storage)]
         if not runs:
             return client.create_run(
                 experiment_id, run_name=f"search {search.study_name}", tags={**tags, **search.tags}
@@ -302,7 +304,7 @@ class OptunaSearch:
         finally:
             for trial in self.running:  # a second signal, an error: these trials did not finish here
                 with suppress(Exception):
-                    interrupt(study, trial.number, "the command running it stopped")
+                    self.interrupt(study, trial.number, "the command running it stopped")
             lock.release()
         from dqn.search.results import write_results
 
@@ -337,6 +339,7 @@ class OptunaSearch:
                 trial.set_user_attr(SEEDS, search.seeds)
                 trial.set_user_attr(JUDGED_AGAINST, finished)
                 self.running.append(trial)
+                self.name_successor(trial)
         return bool(self.running)
 
     def reclaim(self, study: optuna.Study, locked: bool) -> None:
@@ -345,7 +348,7 @@ class OptunaSearch:
             if owner_alive(trial, locked):
                 continue
             log.warning("trial %d: the command running it is gone; it will run again", trial.number)
-            interrupt(study, trial.number, "the command running it was killed")
+            self.interrupt(study, trial.number, "the command running it was killed")
             if self.mlflow is not None:
                 for run in trial_runs(*self.mlflow, trial.number):
                     folder = run.data.tags.get("output_dir")
@@ -354,6 +357,25 @@ class OptunaSearch:
                             run.info.run_id, "end_reason", "the search command running it was killed"
                         )
                         self.mlflow[0].set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+    def interrupt(self, study: optuna.Study, number: int, why: str) -> None:
+        """`interrupt` the trial, and mark every run of its jobs superseded, the FINISHED ones too: its params
+        run again as a new trial, whose runs are the ones the report counts (one score per config and seed)."""
+        interrupt(study, number, why)
+        if self.mlflow is None:
+            return
+        client = self.mlflow[0]
+        for run in trial_runs(*self.mlflow, number):
+            client.set_tag(run.info.run_id, SUPERSEDED, "true")
+            client.set_tag(run.info.run_id, "superseded_reason", f"trial {number} was interrupted ({why})")
+
+    def name_successor(self, trial: optuna.Trial) -> None:
+        """Tag the runs that a rerun trial supersedes with its number (`superseded_by`)."""
+        rerun_of = trial.user_attrs.get("rerun_of")
+        if self.mlflow is None or rerun_of is None:
+            return
+        for run in trial_runs(*self.mlflow, rerun_of):
+            self.mlflow[0].set_tag(run.info.run_id, "superseded_by", f"trial {trial.number}")
 
     def finish(self, study: optuna.Study, search: Search, trial: optuna.Trial, returns: Sequence[JobReturn]) -> None:
         """Tell Optuna how the trial ended: PRUNED if its judgement says so (`dqn.search.trial.judge`, made again
@@ -371,7 +393,7 @@ class OptunaSearch:
             storage.set_trial_user_attr(trial._trial_id, PRUNED, record)
             state = tell(study, trial, TrialState.PRUNED)
         elif None in scores and sweep_stopping(self.sweep_dir):
-            interrupt(study, trial.number, "the command running it was stopped")
+            self.interrupt(study, trial.number, "the command running it was stopped")
             state = TrialState.FAIL
         elif None in scores:
             failed = [seed for seed, score in zip(search.seeds, scores, strict=True) if score is None]

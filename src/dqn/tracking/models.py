@@ -14,9 +14,12 @@ import mlflow.pytorch
 import numpy as np
 import torch
 from mlflow import MlflowClient
+from mlflow.entities import LoggedModel, LoggedModelStatus, Run
 from mlflow.models import infer_signature
 
 from dqn.estimator import ActionValueEstimator
+from dqn.redaction import redact
+from dqn.tracking.store import TrackingUnavailable, check_reachable
 
 log = logging.getLogger("dqn")
 MODEL_NAME = "model"
@@ -40,9 +43,10 @@ def log_model(
     With `registered_name`, a new version of that registered model is created and its URI
     (`models:/<name>/<version>`) returned; otherwise the logged model's `models:/<model_id>`.
     """
+    warn_if_away(tracking_uri)
     client = MlflowClient(tracking_uri)
     run = client.get_run(run_id)
-    logged = client.create_logged_model(
+    logged = pending_model(client, run) or client.create_logged_model(
         run.info.experiment_id, name=MODEL_NAME, source_run_id=run_id, params=run.data.params
     )
     network = copy.deepcopy(estimator.network).cpu().eval()
@@ -65,6 +69,24 @@ def log_model(
         return info.model_uri
     log.info("registered %s version %s from run %s", registered_name, info.registered_model_version, run_id)
     return f"models:/{registered_name}/{info.registered_model_version}"
+
+
+def pending_model(client: MlflowClient, run: Run) -> LoggedModel | None:
+    """The run's model left PENDING by a process killed while logging it: a resumed run finishes that one
+    instead of leaving it beside a second, READY, model."""
+    found = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}' AND name = '{MODEL_NAME}'"
+    )
+    return next((model for model in found if model.status == LoggedModelStatus.PENDING), None)
+
+
+def warn_if_away(tracking_uri: str) -> None:
+    """One line when the tracking server does not answer: MLflow's own retries then hold model logging for
+    a minute or more without a word."""
+    try:
+        check_reachable(tracking_uri, timeout=5)
+    except TrackingUnavailable:
+        log.warning("tracking server %s is away: logging the model waits while MLflow retries", redact(tracking_uri))
 
 
 def example_observations(n_inputs: int) -> np.ndarray:

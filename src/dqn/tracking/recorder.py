@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
+from dqn.redaction import redact
 from dqn.tracking.store import TrackingUnavailable, first_line
 
 log = logging.getLogger("dqn")
@@ -167,7 +168,7 @@ class Recorder:
         if self.client is None:
             return
         with self.state:
-            self.tags[key] = value
+            self.tags[key] = redact(value)  # error messages may quote a URL
         self._wake()
 
     def close(self, status: str | None = None) -> None:

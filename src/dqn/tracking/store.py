@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import re
+import socket
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,6 +21,8 @@ import requests
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+
+from dqn.redaction import redact
 
 log = logging.getLogger("dqn")
 # MLflow draws a progress bar for every artifact download (a resume fetches two): noise on the console.
@@ -67,15 +69,6 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[f"{prefix}{key}"] = redact(str(value))
     return flat
-
-
-_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]*):[^/\s]+@", re.IGNORECASE)  # to the host's @
-
-
-def redact(text: str) -> str:
-    """`text` with the password of every URL in it masked: `postgresql://user:***@host/db`. For what
-    goes into MLflow params and tags, which everyone who reads the store sees."""
-    return _PASSWORD.sub(r"\1:***@", text)
 
 
 def git_commit(cwd: Path) -> str:
@@ -194,7 +187,8 @@ def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
 
 
 class FolderLock:
-    """An exclusive lock on a job's folder, held while a process works on its run."""
+    """An exclusive lock on a job's folder, held while a process works on its run; the lock file says which
+    process (`holder`)."""
 
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -205,11 +199,22 @@ class FolderLock:
             self.file.close()
             self.file = None
             raise
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self.file.flush()
 
     def release(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+def holder(folder: Path) -> str:
+    """Which process holds `folder`'s lock, as its lock file says (`pid 123 on node1`)."""
+    try:
+        return (folder / LOCK).read_text().strip() or "a process"
+    except OSError:
+        return "a process"
 
 
 def folder_in_use(folder: Path) -> bool:

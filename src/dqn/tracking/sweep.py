@@ -32,6 +32,7 @@ from dqn.cli.console import number_job_lines
 from dqn.config import OPTUNA_SWEEPER, RACE_SWEEPER, ConfigError
 from dqn.launchers import require_launcher
 from dqn.racing.plan import Plan, check_race, race_parent
+from dqn.redaction import redact_file, redact_logs
 from dqn.report.sweep_report import render, write_report
 from dqn.tracking.store import (
     TrackingUnavailable,
@@ -133,6 +134,7 @@ class MlflowSweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
         number_job_lines()  # Hydra's `#N` job lines in our `[job N]` numbering
+        redact_logs()
         search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
         self.study = search.study_name if search is not None else None
         self.race = checked_race(config)  # a race (dqn.racing), refused in one line before any run
@@ -205,7 +207,9 @@ class MlflowSweepCallback(Callback):
             print(f"\n{render(report)}\nSweep run {self.parent_id}: {address}", flush=True)
         except Exception as error:  # a report problem must not leave the parent RUNNING
             log.warning("sweep report failed: %s", error)
-            self.client.set_tag(self.parent_id, "report_error", str(error)[:5000])
+            self.client.set_tag(self.parent_id, "report_error", redact(str(error))[:5000])
+        if (self.sweep_dir / "multirun.yaml").is_file():  # Hydra's copy of the command, rewritten every batch
+            redact_file(self.sweep_dir / "multirun.yaml")
         failed = self._failed_jobs()
         self.client.set_tag(self.parent_id, "failed_jobs", str(failed))
         if self.stopped_by is not None:
