@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from dqn.cli.commands import command, shortest
+from dqn.run.commands import command, shortest
 from tests.conftest import TINY, runs_of
 from tests.services import clean_env, wait_until
 

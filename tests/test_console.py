@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from dqn.cli.console import number_job_lines
+from dqn.run.console import number_job_lines
 
 JOBLIB = logging.getLogger("hydra_plugins.hydra_joblib_launcher._core")
 

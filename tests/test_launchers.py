@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dqn.launchers import SLURM_LAUNCHER, LauncherUnavailable, check_launcher, require_launcher, slurm_partitions
+from dqn.launchers import SLURM_LAUNCHER, LauncherUnavailable, check_launcher, slurm_partitions
+from dqn.run.sweep_callback import refusing
 from tests.services import slurm_cluster  # noqa: F401 (a fixture)
 
 JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
@@ -31,10 +32,10 @@ def test_slurm_without_sbatch_on_path_is_refused_naming_sbatch(monkeypatch):
     assert "\n" not in str(refused.value)
 
 
-def test_require_launcher_exits_2_with_one_error_line(monkeypatch, capsys):
+def test_a_refusal_inside_the_multirun_exits_2_with_one_error_line(monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
-    with pytest.raises(SystemExit) as exited:
-        require_launcher(slurm())
+    with pytest.raises(SystemExit) as exited, refusing():
+        check_launcher(slurm())
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: hydra/launcher is SLURM but `sbatch` is not on PATH")

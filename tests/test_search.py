@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from dqn.config import ConfigError, SearchConfig
 from dqn.search.space import bounds, grid_of, parse_space
-from dqn.search.sweeper import Search, default_study_name
+from dqn.search.study import Search, default_study_name
 from tests.conftest import runs_of
 from tests.services import clean_env, wait_until
 

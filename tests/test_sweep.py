@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dqn.tracking.sweep import group_name
+from dqn.sweep_protocol import group_name
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env
 
@@ -94,7 +94,9 @@ def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, stor
     assert "Verdict:" in parent.data.tags["mlflow.note.content"]
     assert parent.data.metrics["best_group_n_seeds"] == 2 and "best_group_iqm" in parent.data.metrics
     page = Path(client.download_artifacts(parent.info.run_id, "report.html", str(project / "dl"))).read_text()
-    assert page.count("data:image/png;base64,") == 2 and "<table>" in page
+    assert page.count("data:image/png;base64,") == 3 and "<table>" in page  # one swept key: no heatmap
+    assert page.index("sensitivity.png") < page.index("curves.png") < page.index("finals.png")  # the answer first
+    assert parent.data.tags["mlflow.note.content"].startswith("- batch_size: ")  # the description opens on the answer
 
 
 def test_one_sweep_id_in_the_console_the_folder_the_store_and_the_report_command(project, store):

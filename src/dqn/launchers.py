@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,15 +58,6 @@ def check_launcher(launcher: Mapping[str, Any]) -> None:
             f"hydra.launcher.mem_gb={mem_gb} is invalid: allowed at most {partition.memory_mb // 1024} "
             f"(the memory of a node in partition {partition.name})"
         )
-
-
-def require_launcher(launcher: Mapping[str, Any]) -> None:
-    """check_launcher, as bad input is refused everywhere here: `error: ...` on stderr, exit status 2."""
-    try:
-        check_launcher(launcher)
-    except LauncherUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
 
 
 def slurm_partitions() -> list[Partition]:

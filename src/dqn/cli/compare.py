@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dqn.report.sweep_report import ReportError, find_sweep, render, sweep_dir, write_report
+from dqn.sweep_protocol import read_sweep
 from dqn.tracking.store import experiment_name, first_line, sqlite_path, tracking_uri
-from dqn.tracking.sweep import read_sweep
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,7 +31,6 @@ from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from dqn.cli.commands import resume_command, view_at
 from dqn.cli.progress import Progress
 from dqn.cli.refusals import check_command_line
 from dqn.config import (
@@ -48,8 +47,10 @@ from dqn.learn import learn
 from dqn.migrations import migrate_config
 from dqn.redaction import redact_file, redact_logs, restore
 from dqn.report.figures import learning_curve
+from dqn.run.commands import resume_command, view_at
 from dqn.search import trial
 from dqn.state import CheckpointMismatch, check_checkpoint
+from dqn.sweep_protocol import group_name, group_overrides, read_sweep, sweep_stopping
 from dqn.tracking import models
 from dqn.tracking.recorder import HEARTBEAT_TAG, Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (
@@ -68,7 +69,6 @@ from dqn.tracking.store import (
     sqlite_path,
     tracking_uri,
 )
-from dqn.tracking.sweep import group_name, group_overrides, read_sweep, sweep_stopping
 
 log = logging.getLogger("dqn")
 register_configs()

@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from dqn.racing.elimination import Race, run_race
 from dqn.racing.plan import Plan, check_race
 from dqn.report.statistics import FINAL_SCORE
+from dqn.sweep_protocol import group_name, read_sweep, sweep_stopping, swept_keys
 from dqn.tracking.store import FolderLock, tracking_uri
-from dqn.tracking.sweep import group_name, read_sweep, sweep_stopping, swept_keys
 
 log = logging.getLogger("dqn")
 FALLBACK_SCORES = ("best_eval_return_mean", "eval_return_mean")  # as the task function scores a run without one
@@ -80,7 +80,7 @@ class RaceSweep:
         return race
 
     def parent(self) -> tuple[MlflowClient, Run] | None:
-        """The race's parent MLflow run, which dqn.tracking.sweep's callback opened or reopened for this command."""
+        """The race's parent MLflow run, which dqn.run.sweep_callback opened or reopened for this command."""
         sweep = read_sweep(self.sweep_dir)
         if not self.config.mlflow.enabled or sweep is None:
             return None
@@ -88,7 +88,7 @@ class RaceSweep:
         return client, client.get_run(sweep["parent_run_id"])
 
     def group(self, plan: Plan, config: int) -> str:
-        """The config's group tag, as its jobs name it (dqn.tracking.sweep.group_name)."""
+        """The config's group tag, as its jobs name it (dqn.sweep_protocol.group_name)."""
         return group_name(plan.job(config, 0), self.swept)
 
     def finished(self, parent: tuple[MlflowClient, Run] | None, plan: Plan) -> dict[tuple[str, int], float | None]:

@@ -41,7 +41,7 @@ OVERRIDE = re.compile(r",(?=[+~]?[\w.\-/]+=)")  # a comma that starts the next k
 
 
 def key_values(group: str) -> dict[str, str]:
-    """The swept keys of a group name as `dqn.tracking.sweep.group_name` writes it: `batch_size=64,lr=0.001`."""
+    """The swept keys of a group name as `dqn.sweep_protocol.group_name` writes it: `batch_size=64,lr=0.001`."""
     if "=" not in group:
         return {}
     pairs = (part.split("=", 1) for part in OVERRIDE.split(group))

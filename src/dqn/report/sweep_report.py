@@ -37,6 +37,7 @@ from dqn.report.statistics import (
     summarize,
     verdict,
 )
+from dqn.sweep_protocol import SUPERSEDED
 
 DECIMALS = {"hover_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
 LEGEND = (
@@ -51,7 +52,6 @@ LEGEND = (
 
 DESIGN_FIGURES = ("heatmap.png", "sensitivity.png")
 PRUNED = "PRUNED"  # the status the report gives a job of a pruned search trial
-SUPERSEDED = "superseded"  # run tag "true": a job of an interrupted search trial, whose params ran again
 LEFT_OUT_SUPERSEDED = "superseded by the rerun of their interrupted search trial"
 LEFT_OUT_REPEAT = "an earlier run of a (group, seed) that a later finished run scores"
 

@@ -24,7 +24,7 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from dqn.search.sweeper import INTERRUPTED, SCORES, Search  # noqa: E402
+from dqn.search.study import INTERRUPTED, SCORES, Search  # noqa: E402
 from dqn.search.trial import PRUNED  # noqa: E402
 from dqn.tracking.store import first_line  # noqa: E402
 

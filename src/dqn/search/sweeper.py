@@ -17,220 +17,32 @@ count, and is queued to be run again with the same params.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
-import re
 import socket
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext, TaskFunction
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
-from omegaconf import DictConfig, OmegaConf, open_dict
-from optuna.distributions import BaseDistribution
+from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from dqn.config import ConfigError, SearchConfig, validate
-from dqn.report.sweep_report import SUPERSEDED
-from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
-from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, engine_kwargs, judge
-from dqn.tracking.store import FolderLock, first_line, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
-from dqn.tracking.sweep import config_overrides, read_sweep, sweep_stopping
+from dqn.search.results import write_results
+from dqn.search.study import INTERRUPTED, SCORES, Search, check_search, open_study
+from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, judge
+from dqn.sweep_protocol import SUPERSEDED, read_sweep, sweep_stopping
+from dqn.tracking.store import FolderLock, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
 
 log = logging.getLogger("dqn")
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "successive_halving", "none")
 OWNER = "owner"  # trial user attr: {"sweep_dir", "host"}, the command running it
-INTERRUPTED = "interrupted"  # trial user attr: why a FAIL trial does not count (it is queued again)
-SEARCH = "search"  # study user attr: what the study searches (`Search.signature`)
-SCORES = "seed_scores"  # trial user attr: {seed: final score}
-
-
-@dataclass(frozen=True)
-class Search:
-    """A checked search: the space Optuna samples, the overrides every job shares, the seeds, the study."""
-
-    settings: SearchConfig
-    space: dict[str, BaseDistribution]
-    declared: dict[str, str]  # each param as written, e.g. {"lr": "tag(log, interval(1e-4, 3e-3))"}
-    fixed: list[str]  # the other overrides, given to every job
-    seeds: list[int]
-    study_name: str
-    storage: str
-    n_trials: int
-    grid: dict[str, list[Any]] = field(default_factory=dict)
-
-    @property
-    def signature(self) -> dict[str, Any]:
-        """What makes two commands the same search: continuing a study with another one would mix objectives."""
-        return {"space": self.declared, "seeds": self.seeds, "overrides": sorted(config_overrides(self.fixed))}
-
-    @property
-    def pruner(self) -> dict[str, Any]:
-        s = self.settings
-        return {"kind": s.pruner, "n_startup_trials": s.pruner_startup_trials, "n_warmup_steps": s.pruner_warmup_steps}
-
-    @property
-    def tags(self) -> dict[str, str]:
-        """The study's parent MLflow run's tags."""
-        return {
-            "dqn.search": "optuna",
-            "study_name": self.study_name,
-            "optuna_storage": redact(self.storage),
-            "sampler": self.settings.sampler,
-            "sampler_seed": str(self.settings.sampler_seed),
-            "pruner": self.settings.pruner,
-            "search_space": json.dumps(self.declared),
-            "seeds_per_trial": str(len(self.seeds)),
-            "n_trials": str(self.n_trials),
-        }
-
-    def jobs(self, trial: optuna.Trial | FrozenTrial) -> list[list[str]]:
-        """One job per seed: the shared overrides, the trial's params, the seed, and where to report."""
-        params = [f"{name}={override_value(trial.params[name])}" for name in self.space]
-        where = [
-            f"trial.study={quoted(self.study_name)}",
-            f"trial.storage={quoted(self.storage)}",
-            f"trial.number={trial.number}",
-        ]
-        return [[*self.fixed, *params, f"seed={seed}", *where] for seed in self.seeds]
-
-    def sampler(self, index: int) -> optuna.samplers.BaseSampler:
-        """The sampler that draws the study's `index`-th counted trial, seeded from `sampler_seed` and `index`:
-        a draw depends on the finished trials before it, not on which command asks it nor on how many asks
-        this process has made (a resumed study draws as an uninterrupted one would). The grid sampler
-        takes `sampler_seed` alone: it gives the first trials the grid's points in the order that seed
-        shuffles them, by trial number."""
-        s = self.settings
-        if s.sampler == "grid":  # its seed shuffles the grid, whose order must hold for the whole study
-            return optuna.samplers.GridSampler(self.grid, seed=s.sampler_seed)
-        seed = int(np.random.SeedSequence([s.sampler_seed, index]).generate_state(1)[0])
-        if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed)
-
-
-def check_search(config: DictConfig, loader: Any) -> Search:
-    """The search `config.hydra.sweeper` describes; raises ConfigError, in one line, on anything a job would
-    trip on: unknown sampler or pruner, counts below 1, an empty space, a bound the training schema refuses
-    (each choice and both ends of each range are composed with `loader` and validated), a storage that
-    cannot be used, or a study of that name that searches something else."""
-    settings: SearchConfig = OmegaConf.to_object(OmegaConf.merge(SearchConfig, config.hydra.sweeper))
-    check_settings(settings)
-    if settings.sampler_seed is None:  # a search is a draw: the same command draws the same trials
-        settings = replace(settings, sampler_seed=config.seed)
-    space, declared, fixed = parse_space(settings.params, list(config.hydra.overrides.task))
-    grid = grid_of(space, declared) if settings.sampler == "grid" else {}
-    for name, distribution in space.items():
-        for value in bounds(distribution):
-            check_value(config, loader, fixed, name, declared[name], value)
-    fixed = [o for o in fixed if not o.startswith("seed=")]  # the seeds are the search's own
-    seeds = [config.seed + i for i in range(settings.seeds_per_trial)]
-    storage = settings.storage or default_storage(config)
-    search = Search(settings, space, declared, fixed, seeds, "", storage, settings.n_trials, grid)
-    name = settings.study_name or default_study_name(search)
-    _check(bool(re.fullmatch(r"[\w.\-]{1,100}", name)), "study_name", name, "1 to 100 letters, digits, '_', '.', '-'")
-    _check(
-        storage != tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
-        "storage",
-        redact(storage),
-        "a database of its own (Optuna's and MLflow's tables clash in one)",
-    )
-    return replace(search, study_name=name)
-
-
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: allowed {allowed}")
-
-
-def check_settings(s: SearchConfig) -> None:
-    _check(s.sampler in SAMPLERS, "sampler", s.sampler, ", ".join(SAMPLERS))
-    _check(s.pruner in PRUNERS, "pruner", s.pruner, ", ".join(PRUNERS))
-    for key in ("n_trials", "seeds_per_trial", "n_jobs", "n_startup_trials"):
-        _check(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
-    for key in ("pruner_startup_trials", "pruner_warmup_steps"):
-        _check(getattr(s, key) >= 0, key, getattr(s, key), "an integer >= 0")
-    _check(s.sampler_seed is None or s.sampler_seed >= 0, "sampler_seed", s.sampler_seed, "null or an integer >= 0")
-
-
-def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, text: str, value: Any) -> None:
-    """Compose a job with `name` at `value`, as the launcher will, and validate it as training would."""
-    override = f"{name}={override_value(value)}"
-    try:
-        job = loader.load_sweep_config(config, [*fixed, override])
-        with open_dict(job):
-            del job["hydra"]
-        validate(OmegaConf.to_object(job))
-    except ConfigError as error:
-        raise ConfigError(f"search space {name}={text} reaches {error}") from None
-    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
-        raise ConfigError(f"search space {name}={text}: {override} fails: {first_line(error)}") from None
-
-
-def default_study_name(search: Search) -> str:
-    """`search-` and a hash of what decides the trials: the search's signature, and the sampler and pruner
-    with their settings (another sampler seed is another draw of the search, not more of the same one).
-    Not n_trials: raising it continues the study."""
-    s = search.settings
-    strategy = {"sampler": s.sampler, "sampler_seed": s.sampler_seed, "pruner": search.pruner}
-    if s.sampler == "tpe":
-        strategy["n_startup_trials"] = s.n_startup_trials
-    text = json.dumps({**search.signature, **strategy}, sort_keys=True)
-    return f"search-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
-
-
-def default_storage(config: DictConfig) -> str:
-    """SQLite beside the embedded MLflow store (`mlruns/optuna.db`); with a server, in ./mlruns.
-
-    Not MLflow's own database: Optuna's and MLflow's schemas both keep an `alembic_version` table."""
-    store = sqlite_path(tracking_uri(config.mlflow.tracking_uri, Path.cwd()))
-    folder = store.parent if store is not None else Path.cwd() / "mlruns"
-    return f"sqlite:///{(folder / 'optuna.db').resolve()}"
-
-
-def open_study(search: Search) -> optuna.Study:
-    """The search's study, created if new; ConfigError if the storage cannot be used or a study of that
-    name searches something else."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        path = sqlite_path(search.storage)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        with store_lock(search.storage):  # two processes creating a SQLite storage's tables collide
-            storage = optuna.storages.RDBStorage(search.storage, engine_kwargs=engine_kwargs(search.storage))
-            study = optuna.create_study(
-                storage=storage,
-                study_name=search.study_name,
-                sampler=search.sampler(0),
-                direction="maximize",
-                load_if_exists=True,
-            )
-            known = study.user_attrs.get(SEARCH)
-            if known is None:
-                study.set_user_attr(SEARCH, search.signature)
-    except Exception as error:  # SQLAlchemy, a driver, the OS: all one line
-        raise ConfigError(
-            f"hydra.sweeper.storage={redact(search.storage)} cannot be used: {type(error).__name__}: "
-            f"{redact(first_line(error))}"
-        ) from None
-    if known is not None and known != json.loads(json.dumps(search.signature)):
-        raise ConfigError(
-            f"hydra.sweeper.study_name={search.study_name} is a study of another search ({json.dumps(known)}): "
-            "allowed the same search, or another study_name"
-        )
-    return study
 
 
 def study_parent(client: MlflowClient, experiment_id: str, search: Search, tags: Mapping[str, str]) -> Run:
@@ -306,7 +118,6 @@ class OptunaSearch:
                 with suppress(Exception):
                     self.interrupt(study, trial.number, "the command running it stopped")
             lock.release()
-        from dqn.search.results import write_results
 
         write_results(study, search, self.sweep_dir, self.mlflow)
         return study

@@ -1,4 +1,4 @@
-"""Hydra multiruns in MLflow: one parent run per sweep, each job a child run tagged with its group.
+"""Hydra multiruns in MLflow, wired: one parent run per sweep, each job a child run tagged with its group.
 
 The parent is made in the launching process (`on_multirun_start`) and announced to the
 jobs through `<sweep dir>/sweep.json`, which every launcher's jobs can read (local
@@ -17,23 +17,26 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
-from dqn.cli.commands import resume_command, view_at
-from dqn.cli.console import number_job_lines
 from dqn.config import OPTUNA_SWEEPER, RACE_SWEEPER, ConfigError
-from dqn.launchers import require_launcher
+from dqn.launchers import LauncherUnavailable, check_launcher
 from dqn.racing.plan import Plan, check_race, race_parent
 from dqn.redaction import redact_file, redact_logs
 from dqn.report.sweep_report import render, write_report
+from dqn.run.commands import resume_command, view_at
+from dqn.run.console import number_job_lines
+from dqn.search.study import Search, check_search, open_study
+from dqn.search.sweeper import study_parent
+from dqn.sweep_protocol import STOP_FILE, SWEEP_FILE, read_sweep, swept_keys
 from dqn.tracking.store import (
     TrackingUnavailable,
     experiment_name,
@@ -44,82 +47,34 @@ from dqn.tracking.store import (
 )
 
 log = logging.getLogger("dqn")
-SWEEP_FILE = "sweep.json"
-STOP_FILE = "STOP"
-SWEEP_TAGS = ("dqn.role", "sweep_id", "sweep_dir")
 
 
-PLUMBING = ("mlflow.", "hydra", "+hydra", "~", "resume=", "trial.")
-
-
-def config_overrides(overrides: list[str]) -> list[str]:
-    """The overrides that change what is trained, not where it is tracked or how Hydra runs it."""
-    return [o for o in overrides if not o.startswith(PLUMBING)]
-
-
-def group_overrides(overrides: list[str], swept: Iterable[str] | None = None) -> list[str]:
-    """The overrides that make a job's config, shared with its other seeds: its overrides minus the seed, sorted.
-
-    Within a sweep only the swept keys count (`batch_size=256,lr=0.0005`), not the overrides every
-    job shares; a sweep over seeds alone (`lr=0.0005 seed='range(10)'`) is named by those shared ones.
-    """
-    kept = [o for o in config_overrides(overrides) if not o.startswith("seed=")]
-    if swept is not None:
-        swept = set(swept)
-        kept = [o for o in kept if o.split("=", 1)[0].lstrip("+") in swept] or kept
-    return sorted(kept)
-
-
-def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
-    """The `group` tag: the config a job shares with its other seeds (`group_overrides`), full values."""
-    return ",".join(group_overrides(overrides, swept)) or "defaults"
-
-
-def swept_keys(config: DictConfig) -> list[str]:
-    """Keys the sweep varies: sweep overrides on the command line and the sweeper's `params`."""
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    keys = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
-    keys |= set(config.hydra.sweeper.get("params") or {})
-    return sorted(keys)
-
-
-def sweep_stopping(sweep_dir: Path) -> bool:
-    """Whether the sweep's launcher was asked to stop (jobs poll this at every episode end)."""
-    return (sweep_dir / STOP_FILE).exists()
-
-
-def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
-    """What the launching process wrote about the sweep's parent run, if anything."""
-    path = sweep_dir / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def checked_search(config: DictConfig) -> Any:
-    """The Optuna search `hydra/sweeper=optuna` describes, checked and its study opened (`dqn.search`), or
-    None under another sweeper. A bad search exits 2 with one line, before the parent run exists."""
-    if config.hydra.sweeper.get("_target_") != OPTUNA_SWEEPER:
-        return None
-    from dqn.search.sweeper import check_search, open_study
-
+@contextmanager
+def refusing() -> Iterator[None]:
+    """Bad input met inside Hydra's multirun ends the command as everywhere here: one `error:` line, exit 2.
+    (An exception would reach Hydra, which prints a traceback and exits 1: this layer is the last to see it.)"""
     try:
-        search = check_search(config, GlobalHydra.instance().config_loader())
-        open_study(search)
-    except ConfigError as error:
+        yield
+    except (ConfigError, LauncherUnavailable, TrackingUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def checked_search(config: DictConfig) -> Search | None:
+    """The Optuna search `hydra/sweeper=optuna` describes, checked and its study opened (`dqn.search`), or
+    None under another sweeper."""
+    if config.hydra.sweeper.get("_target_") != OPTUNA_SWEEPER:
+        return None
+    search = check_search(config, GlobalHydra.instance().config_loader())
+    open_study(search)
     return search
 
 
 def checked_race(config: DictConfig) -> Plan | None:
-    """The race `hydra/sweeper=race` describes, checked (`dqn.racing`), or None under another sweeper. A bad
-    race exits 2 with one line, before the parent run exists."""
+    """The race `hydra/sweeper=race` describes, checked (`dqn.racing`), or None under another sweeper."""
     if config.hydra.sweeper.get("_target_") != RACE_SWEEPER:
         return None
-    try:
-        return check_race(config, GlobalHydra.instance().config_loader(), list(config.hydra.overrides.task))
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+    return check_race(config, GlobalHydra.instance().config_loader(), list(config.hydra.overrides.task))
 
 
 class MlflowSweepCallback(Callback):
@@ -132,26 +87,26 @@ class MlflowSweepCallback(Callback):
         self.race: Plan | None = None  # a race's plan (dqn.racing)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        require_launcher(config.hydra.launcher)  # refuse a sweep the launcher cannot run, before any run exists
+        with refusing():  # bad input is refused in one line, before any run exists
+            self.open(config)
+
+    def open(self, config: DictConfig) -> None:
+        check_launcher(config.hydra.launcher)  # a sweep the launcher cannot run
         number_job_lines()  # Hydra's `#N` job lines in our `[job N]` numbering
         redact_logs()
-        search = checked_search(config)  # an Optuna search (dqn.search), refused in one line before any run
+        search = checked_search(config)  # an Optuna search (dqn.search)
         self.study = search.study_name if search is not None else None
-        self.race = checked_race(config)  # a race (dqn.racing), refused in one line before any run
+        self.race = checked_race(config)  # a race (dqn.racing)
         if not config.mlflow.enabled:
             return
         root = Path.cwd()
         uri = tracking_uri(config.mlflow.tracking_uri, root)
-        try:
-            self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
-        except TrackingUnavailable as error:
-            print(f"error: {error}", file=sys.stderr)
-            sys.exit(2)
+        self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         existing = read_sweep(self.sweep_dir)
         if existing is not None:
-            sys.exit(
-                f"error: hydra.sweep.dir={self.sweep_dir} already holds sweep {existing['sweep_id']}: "
+            raise ConfigError(
+                f"hydra.sweep.dir={self.sweep_dir} already holds sweep {existing['sweep_id']}: "
                 "allowed a folder of its own (the default adds a unique token)"
             )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -167,17 +122,11 @@ class MlflowSweepCallback(Callback):
             "mlflow.source.git.commit": commit,
         }
         if self.race is not None:  # a new race, or the earlier parent of the same race, which this command continues
-            try:
-                run = race_parent(self.client, experiment_id, self.race, tags)
-            except ConfigError as error:
-                print(f"error: {error}", file=sys.stderr)
-                sys.exit(2)
+            run = race_parent(self.client, experiment_id, self.race, tags)
             sweep_id = run.data.tags["sweep_id"]
         elif search is None:
             run = self.client.create_run(experiment_id, run_name=f"sweep {sweep_id}", tags=tags)
         else:  # the study's one parent run, shared by every command that runs it
-            from dqn.search.sweeper import study_parent
-
             run = study_parent(self.client, experiment_id, search, tags)
             sweep_id = run.data.tags["sweep_id"]
         self.parent_id = run.info.run_id
