@@ -277,7 +277,7 @@ Keys (key = default, then what it means):
 {keys}
 """
 OmegaConf.register_new_resolver(
-    "dqn.help", lambda: HELP.format(keys="\n".join(describe(EvaluateConfig)).replace("$", "$$")), replace=True
+    "dqn.evaluate_help", lambda: HELP.format(keys="\n".join(describe(EvaluateConfig)).replace("$", "$$")), replace=True
 )
 
 

@@ -87,7 +87,7 @@ Keys (key = default, then what it means):
 Python's and Hydra's flags: --cfg job (print the composed config), --info, --hydra-help.
 """
 OmegaConf.register_new_resolver(
-    "dqn.help", lambda: HELP.format(keys="\n".join(describe(TrainConfig)).replace("$", "$$")), replace=True
+    "dqn.train_help", lambda: HELP.format(keys="\n".join(describe(TrainConfig)).replace("$", "$$")), replace=True
 )
 CHECKPOINT = "checkpoint.pt"
 RUN_RECORD = "run.json"

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Run  # noqa: E402
+from mlflow.entities import Param, Run  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dqn.search.study import INTERRUPTED, SCORES, Search  # noqa: E402
@@ -53,10 +53,22 @@ def write_results(
         if best is not None:
             client.set_tag(parent.info.run_id, "best_trial", str(best.number))
             client.set_tag(parent.info.run_id, "best_params", json.dumps(best.params))
+            log_best_params(client, parent.info.run_id, best)
             client.log_metric(parent.info.run_id, "best_value", best.value, step=len(trials))
         for path in files:
             client.log_artifact(parent.info.run_id, str(path), ARTIFACTS)
     return files
+
+
+def log_best_params(client: MlflowClient, run_id: str, best: FrozenTrial) -> None:
+    """The pick as the parent's params (`best.lr`, ...), where the UI's Parameters tab and run comparison show it.
+
+    MLflow keeps a param's first value: when a later command on the same study moves the best, the params
+    keep the earlier pick and the `best_params` tag (and `best_trial`) hold the current one."""
+    logged = client.get_run(run_id).data.params
+    params = [Param(f"best.{key}", str(value)) for key, value in best.params.items() if f"best.{key}" not in logged]
+    if params:
+        client.log_batch(run_id, params=params)
 
 
 def evidence(trials: list[FrozenTrial], best: FrozenTrial | None, search: Search) -> str:
