@@ -117,8 +117,11 @@ class ActionValueEstimator:
         self.network = mlp(self.n_inputs, self.n_actions, hidden_sizes, activation, dueling, layer_norm).to(self.device)
         # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA. Plain Adam
         # without decay, so checkpoints of runs without it keep loading into the optimizer they came from.
-        optimizer, decay = (torch.optim.AdamW, {"weight_decay": self.weight_decay}) if self.weight_decay else (torch.optim.Adam, {})
-        self.optimizer = optimizer(self.network.parameters(), lr=self.lr, eps=self.adam_eps, fused=True, **decay)
+        parameters, options = self.network.parameters(), {"lr": self.lr, "eps": self.adam_eps, "fused": True}
+        if self.weight_decay:
+            self.optimizer = torch.optim.AdamW(parameters, weight_decay=self.weight_decay, **options)
+        else:
+            self.optimizer = torch.optim.Adam(parameters, **options)
         self.loss_fn = nn.SmoothL1Loss() if self.loss_name == "huber" else nn.MSELoss()
         self._index_parameters()
 
