@@ -18,6 +18,7 @@ reached 200 and their median steps to it.
     .venv/bin/python benchmarks/ablation.py --project ~/ablation                   # 50k steps, 5 seeds
     .venv/bin/python benchmarks/ablation.py --steps 20000 --seeds 3 --jobs 2        # a reduced budget
     .venv/bin/python benchmarks/ablation.py --dry-run                               # the commands only
+    .venv/bin/python benchmarks/ablation.py --project ~/ablation --table-only       # what has finished there
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -75,16 +75,14 @@ def command(variant: str, args: argparse.Namespace) -> list[str]:
     return [sys.executable, "-m", "dqn.train", "-m", *VARIANTS[variant], *budget, *plumbing]
 
 
-def train(project: Path, variant: str, args: argparse.Namespace) -> float:
-    """Run one variant's sweep in `project`; its wall seconds. Exits with the command's error if it fails."""
+def train(project: Path, variant: str, args: argparse.Namespace) -> None:
+    """Run one variant's sweep in `project`. Exits with the command's error if it fails."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    started = time.perf_counter()
     done = subprocess.run(command(variant, args), cwd=project, env=env, capture_output=True, text=True)
     with (project / f"{experiment_name(variant)}.log").open("a") as log:
         log.write(done.stdout + done.stderr)
     if done.returncode != 0:
         sys.exit(f"error: {variant} exited {done.returncode}: {done.stderr[-2000:]}")
-    return time.perf_counter() - started
 
 
 def finished_sweep(client: MlflowClient, variant: str) -> Run | None:
@@ -114,6 +112,11 @@ def stalls(run: SeedRun) -> bool:
 def fisher_p(count: int, n: int, base_count: int, base_n: int) -> float:
     """Two-sided Fisher exact p that two yes/no counts (k of n seeds) come from one rate."""
     return float(fisher_exact([[count, n - count], [base_count, base_n - base_count]]).pvalue)
+
+
+def wall_seconds(parent: Run) -> float:
+    """The sweep's wall time, as its parent run recorded it (so concurrent invocations need no shared file)."""
+    return (parent.info.end_time - parent.info.start_time) / 1000
 
 
 def table(seeds: dict[str, list[SeedRun]], seconds: dict[str, float]) -> str:
@@ -154,6 +157,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--final-episodes", type=int, default=50)
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS), metavar="VARIANT")
     parser.add_argument("--dry-run", action="store_true", help="print each variant's command, run nothing")
+    parser.add_argument("--table-only", action="store_true", help="the table of the variants finished in --project")
     args = parser.parse_args(argv)
     if "exercise" not in args.variants:
         parser.error("--variants must include exercise: the others are compared with it")
@@ -176,14 +180,16 @@ def main(argv: list[str] | None = None) -> None:
         if recorded.exists() and json.loads(recorded.read_text()) != budget:
             sys.exit(f"error: {project} holds runs at budget {recorded.read_text()}: use another --project")
         recorded.write_text(json.dumps(budget))
-        timings = project / "seconds.json"
-        seconds = json.loads(timings.read_text()) if timings.exists() else {}
-        for variant in args.variants:
+        for variant in [] if args.table_only else args.variants:
             if finished_sweep(client, variant) is None:
                 print(f"$ {shlex.join(command(variant, args)[1:])}", flush=True)
-                seconds[variant] = train(project, variant, args)
-                timings.write_text(json.dumps(seconds))
-        seeds = {variant: seeds_of(client, finished_sweep(client, variant), variant) for variant in args.variants}
+                train(project, variant, args)
+        parents = {variant: finished_sweep(client, variant) for variant in args.variants}
+        parents = {variant: parent for variant, parent in parents.items() if parent is not None}
+        if "exercise" not in parents:
+            sys.exit(f"error: no finished exercise sweep in {project} to compare with")
+        seeds = {variant: seeds_of(client, parent, variant) for variant, parent in parents.items()}
+        seconds = {variant: wall_seconds(parent) for variant, parent in parents.items()}
         print(f"\n{args.steps:,} env steps a job, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
               f"{args.jobs} joblib workers.\n")  # fmt: skip
         print(table(seeds, seconds))
