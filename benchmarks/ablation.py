@@ -114,6 +114,10 @@ def fisher_p(count: int, n: int, base_count: int, base_n: int) -> float:
     return float(fisher_exact([[count, n - count], [base_count, base_n - base_count]]).pvalue)
 
 
+def p_text(count: int, n: int, base_count: int, base_n: int, variant: str) -> str:
+    return "-" if variant == "exercise" else f"{fisher_p(count, n, base_count, base_n):.2f}"
+
+
 def wall_seconds(parent: Run) -> float:
     """The sweep's wall time, as its parent run recorded it (so concurrent invocations need no shared file)."""
     return (parent.info.end_time - parent.info.start_time) / 1000
@@ -138,8 +142,8 @@ def table(seeds: dict[str, list[SeedRun]], seconds: dict[str, float]) -> str:
         steps = "-" if row.median_steps_to_200 is None else f"{row.median_steps_to_200:,.0f}"
         lines.append(
             f"| {variant} | {n} | {row.mean:.0f} | {row.iqm:.0f} | {row.seeds_solved} | {hover}/{n} | "
-            f"{fisher_p(hover, n, base_hover, len(base)):.2f} | {stall}/{n} | "
-            f"{fisher_p(stall, n, base_stall, len(base)):.2f} | {row.n_reached_200}/{n} | {steps} | "
+            f"{p_text(hover, n, base_hover, len(base), variant)} | {stall}/{n} | "
+            f"{p_text(stall, n, base_stall, len(base), variant)} | {row.n_reached_200}/{n} | {steps} | "
             f"{', '.join(f'{s:.0f}' for s in sorted(run.score for run in scored))} | "
             f"{seconds.get(variant, float('nan')):.0f} |"
         )
@@ -190,8 +194,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"error: no finished exercise sweep in {project} to compare with")
         seeds = {variant: seeds_of(client, parent, variant) for variant, parent in parents.items()}
         seconds = {variant: wall_seconds(parent) for variant, parent in parents.items()}
-        print(f"\n{args.steps:,} env steps a job, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}, "
-              f"{args.jobs} joblib workers.\n")  # fmt: skip
+        print(f"\n{args.steps:,} env steps a job, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}.\n")
         print(table(seeds, seconds))
         print(f"\nProject: {project}" + ("" if args.project else " (temporary, removed)"))
 
