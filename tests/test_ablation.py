@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from benchmarks.ablation import VARIANTS, command, experiment_name, fisher_p, parse
+from benchmarks.ablation import VARIANTS, command, experiment_name, fisher_p, parse, table
 from dqn.config import TrainConfig
+from dqn.report.statistics import SeedRun
 from tests.conftest import compose_config
 
 BUDGET = ["total_steps=20000", "seed=0"]
@@ -66,3 +67,19 @@ def test_fisher_p_of_three_of_three_against_none_of_three():
     # equally likely ones, so the two-sided p is 2/20; equal counts give p = 1
     assert fisher_p(3, 3, 0, 3) == pytest.approx(0.1)
     assert fisher_p(1, 3, 1, 3) == pytest.approx(1.0)
+
+
+def test_table_counts_hovering_and_stalled_seeds_and_tests_them_against_the_exercise():
+    exercise = [
+        SeedRun("exercise", 0, -24.0, 1.0, [(5000, -18.0, 1.0)]),  # hovers (all cut) and never reached 0
+        SeedRun("exercise", 1, 204.0, 0.02, [(5000, 210.0, 1.0)]),  # lands; reached 200 at 5k
+        SeedRun("exercise", 2, 66.0, 0.54, [(5000, 108.0, 1.0)]),  # hovers (54% cut) after taking off
+    ]
+    crashing = [SeedRun("x", seed, -80.0, 0.0, [(5000, -30.0, 1.0)]) for seed in range(3)]
+    lines = table({"exercise": exercise, "+ x": crashing}, {"exercise": 12.0}).splitlines()
+    cells = [cell.strip() for cell in lines[3].split("|")[1:-1]]
+    # hovering 0/3 against 2/3, stalled 3/3 against 1/3: of the C(6, 2) = 15 ways to place the two
+    # (or four) yes-seeds, 3 give the observed split and 3 its mirror, so p = 6/15 either way
+    assert cells[:10] == ["+ x", "3", "-80", "-80", "0/3", "0/3", "0.40", "3/3", "0.40", "0/3"]
+    assert lines[2].split("|")[5:10] == [" 1/3 ", " 2/3 ", " - ", " 1/3 ", " - "]
+    assert "5,000" in lines[2] and lines[2].rstrip("| ").endswith("12")
