@@ -1,10 +1,16 @@
 import dataclasses
 
+import gymnasium
+import numpy as np
 import pytest
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from dqn.config import ConfigError, Device, ScheduleKind, TrainConfig, validate
+from dqn.config import Activation, ConfigError, Device, Loss, ScheduleKind, TrainConfig, validate
+from dqn.learn import learn
+from dqn.state import build_estimator
 from tests.conftest import compose_config
 
 
@@ -76,6 +82,7 @@ def bad(**changes) -> TrainConfig:
         (bad(tau=0.0), "tau"),
         (bad(tau=1.5), "tau"),
         (bad(adam_eps=0.0), "adam_eps"),
+        (bad(weight_decay=-0.01), "weight_decay"),
         (bad(final_eval_episodes=-1), "final_eval_episodes"),
         (bad(eval_episodes=1_000_001), "eval_episodes"),  # its start seeds would reach the final evaluation's
     ],
@@ -119,3 +126,103 @@ def test_experiment_overrides_the_root_config_and_sweep_sets_multirun_params(tmp
     hydra = HydraConfig.get()
     assert hydra.mode.name == "MULTIRUN"
     assert dict(hydra.sweeper.params) == {"batch_size": "64,128,256", "lr": "0.0001,0.0003,0.001", "seed": "range(5)"}
+
+
+# The exercise (../shared/SEED.md) and the estimator.py that matches its interface, written out here
+# rather than read from conf/, so the experiment is checked against the source, not against itself.
+EXERCISE = {
+    "schedule.kind": ScheduleKind.constant,  # epsilon = 0.3, never decayed
+    "schedule.start": 0.3,
+    "schedule.end": 0.3,
+    "gamma": 0.99,
+    "batch_size": 256,
+    "buffer.capacity": 10_000,  # ExperienceBuffer(10000, ...)
+    "env.max_episode_steps": 500,  # env._max_episode_steps = 500
+    "env.eval_max_episode_steps": None,  # evaluate: max_episode_length = 1000, LunarLander-v3's own limit
+    "env.id": "LunarLander-v3",
+    "network.hidden_sizes": [64, 64, 32],  # Linear(8, 64), ReLU, Linear(64, 64), ReLU, Linear(64, 32), ReLU
+    "network.activation": Activation.relu,
+    "network.layer_norm": False,
+    "network.dueling": False,
+    "lr": 1e-3,  # ActionValueEstimator(env, learning_rate=1e-3)
+    "weight_decay": 0.01,  # torch.optim.AdamW's default
+    "loss": Loss.mse,  # F.mse_loss
+    "max_grad_norm": None,
+    "target_update_interval": 1,  # no target network: bootstraps from the network being trained
+    "tau": 1.0,
+    "double_q": False,
+    "n_step": 1,  # R + gamma * max_a Q(S', a)
+    "learning_starts": 0,  # trains as soon as experience_buffer.is_filled(batch_size)
+    "train_freq": 1,  # one train step per env step
+    "gradient_steps": 1,
+    "keep_best": False,  # saves the last weights
+    "lr_anneal": False,
+    "total_steps": 50_000,  # ~150 episodes, the exercise's 5 minutes (docs/local_optimum.md)
+}
+
+
+def key(cfg: TrainConfig, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def test_exercise_experiment_is_the_exercise_agent(tmp_path):
+    cfg = settings(tmp_path, "experiment=exercise")
+    assert {name: key(cfg, name) for name in EXERCISE} == EXERCISE
+    validate(cfg)
+
+
+def final_networks(tmp_path, *overrides: str) -> tuple[list, list, list[float]]:
+    """The online and target weights at the end of a short exercise run, and its logged TD losses."""
+    cfg = settings(tmp_path, "experiment=exercise", "total_steps=1100", "eval_episodes=0", "final_eval_episodes=0",
+                   "checkpoint_every=0", "mlflow.enabled=false", *overrides)  # fmt: skip
+    saved, losses = [], []
+    learn(
+        cfg, log=lambda metrics, step: losses.extend([metrics["loss"]] if "loss" in metrics else []), save=saved.append
+    )
+    return list(saved[-1]["q"].values()), list(saved[-1]["q_target"].values()), losses
+
+
+def test_exercise_agent_bootstraps_from_the_network_it_trains(tmp_path):
+    """target_update_interval=1 with tau=1 is no target network: after each update the target is the online net.
+    An episode ends at least every 500 steps, so one after the first update (step 256) logs its losses."""
+    online, target, losses = final_networks(tmp_path)
+    assert losses and len(online) == 8
+    assert all(torch.equal(a, b) for a, b in zip(online, target, strict=True))
+    online, target, _ = final_networks(tmp_path, "target_update_interval=1000")  # a copy at 1000, 100 updates since
+    assert not all(torch.equal(a, b) for a, b in zip(online, target, strict=True))
+
+
+def test_weight_decay_reaches_the_optimizer_as_decoupled_decay(tmp_path):
+    """With a zero TD error Adam's step is 0, so AdamW's decay alone scales every weight by 1 - lr * decay."""
+    env = gymnasium.make("LunarLander-v3")
+    cfg = settings(tmp_path, "experiment=exercise")
+    q = build_estimator(cfg, env)
+    assert isinstance(q.optimizer, torch.optim.AdamW) and q.optimizer.defaults["weight_decay"] == 0.01
+    before = [p.detach().clone() for p in q.network.parameters()]
+    observations = np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32)
+    actions = np.zeros((4, 1), dtype=np.int64)
+    q.train(observations, actions, q.predict(observations)[:, :1])
+    for old, new in zip(before, q.network.parameters(), strict=True):
+        torch.testing.assert_close(new.detach(), old * (1 - 1e-3 * 0.01), rtol=0, atol=1e-7)
+    assert type(build_estimator(TrainConfig(), env).optimizer) is torch.optim.Adam  # no decay: plain Adam
+    env.close()
+
+
+def test_exercise_sweep_composes_to_its_grid_on_the_exercise_agent(tmp_path):
+    compose_config(["sweep=exercise_local_optimum"], tmp_path / "sweep")
+    hydra = HydraConfig.get()
+    assert hydra.mode.name == "MULTIRUN"
+    assert dict(hydra.sweeper.params) == {
+        "experiment": "exercise",
+        "batch_size": "32,64,128,256,512",
+        "lr": "0.0001,0.0003,0.001",
+        "seed": "range(5)",
+    }
+    # a job of the sweep: the exercise's agent with the grid's values on top
+    cfg = settings(tmp_path, "experiment=exercise", "batch_size=32", "lr=0.0001", "seed=4")
+    assert (cfg.batch_size, cfg.lr, cfg.seed) == (32, 1e-4, 4)
+    assert {name: key(cfg, name) for name in EXERCISE if name not in ("batch_size", "lr")} == {
+        name: value for name, value in EXERCISE.items() if name not in ("batch_size", "lr")
+    }

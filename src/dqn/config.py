@@ -149,6 +149,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     """Adam's epsilon. Rainbow raises it to 1.5e-4 to damp the steps of weights whose gradients are
     rarely non-zero; on LunarLander at 100k steps that hurt (docs/tuning.md)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) per unit of lr; 0 is plain Adam. The exercise's estimator used
+    torch's AdamW default, 0.01 (docs/local_optimum.md)."""
     lr_anneal: bool = False
     """Decay lr linearly to 0 at total_steps, so the final policy settles."""
     gamma: float = 0.99
@@ -294,7 +297,7 @@ def unknown_keys(tree: Mapping[str, Any], schema: type = TrainConfig, prefix: st
 
 
 SEED_LIMIT = 2**32  # numpy's legacy seeding, which `seed_everything` also sets, takes seeds below this
-FLOATS = ("lr", "adam_eps", "gamma", "tau", "max_time", "max_grad_norm")
+FLOATS = ("lr", "adam_eps", "weight_decay", "gamma", "tau", "max_time", "max_grad_norm")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -306,6 +309,7 @@ def validate(cfg: TrainConfig) -> None:
     _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
     _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
     _check(cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a float > 0")
+    _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a float >= 0")
     _check(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
     _check(0 < cfg.tau <= 1, "tau", cfg.tau, "a float in (0, 1]")
     _check(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")

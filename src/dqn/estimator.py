@@ -101,6 +101,7 @@ class ActionValueEstimator:
         layer_norm: bool = EXERCISE_LAYOUT["layer_norm"],
         lr: float = EXERCISE_LAYOUT["lr"],
         adam_eps: float = EXERCISE_LAYOUT["adam_eps"],
+        weight_decay: float = 0.0,
         loss: str = EXERCISE_LAYOUT["loss"],
         max_grad_norm: float | None = EXERCISE_LAYOUT["max_grad_norm"],
         device: str = "cpu",
@@ -108,6 +109,7 @@ class ActionValueEstimator:
         self.n_inputs = int(np.prod(env.observation_space.shape))
         self.n_actions = int(env.action_space.n)
         self.lr, self.adam_eps, self.loss_name, self.max_grad_norm = lr, adam_eps, loss, max_grad_norm
+        self.weight_decay = weight_decay
         self.device = torch.device(device)
         self._build(list(hidden_sizes), activation, dueling, layer_norm)
 
@@ -115,8 +117,13 @@ class ActionValueEstimator:
         self.hidden_sizes, self.activation = hidden_sizes, activation
         self.dueling, self.layer_norm = dueling, layer_norm
         self.network = mlp(self.n_inputs, self.n_actions, hidden_sizes, activation, dueling, layer_norm).to(self.device)
-        # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA.
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=self.lr, eps=self.adam_eps, fused=True)
+        # The fused kernel makes Adam's step ~3x cheaper on CPU; it exists for CPU and CUDA. Plain Adam
+        # without decay, so checkpoints of runs without it keep loading into the optimizer they came from.
+        parameters, options = self.network.parameters(), {"lr": self.lr, "eps": self.adam_eps, "fused": True}
+        if self.weight_decay:
+            self.optimizer = torch.optim.AdamW(parameters, weight_decay=self.weight_decay, **options)
+        else:
+            self.optimizer = torch.optim.Adam(parameters, **options)
         self.loss_fn = nn.SmoothL1Loss() if self.loss_name == "huber" else nn.MSELoss()
         self._index_parameters()
 

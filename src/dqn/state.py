@@ -55,6 +55,7 @@ def build_estimator(cfg: TrainConfig, env: gymnasium.Env) -> ActionValueEstimato
         network.layer_norm,
         lr=cfg.lr,
         adam_eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
         loss=cfg.loss.value,
         max_grad_norm=cfg.max_grad_norm,
         device=resolve_device(cfg.device),
