@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,server]'
 	touch $@
 
-.PHONY: help install train test lint format ui server sweep search report evaluate trained bench bench-quick profile constraints clean
+.PHONY: help install train test test-all lint format ui server sweep search report evaluate trained bench bench-quick profile constraints clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -26,7 +26,10 @@ install: $(STAMP) ## create .venv and install the project with pinned dependenci
 train: $(STAMP) ## train one agent on the defaults (overrides: make train ARGS="lr=1e-3 seed=1")
 	$(BIN)/python -m dqn.train $(ARGS)
 
-test: $(STAMP) ## run every test (about 15 minutes; SLURM and PostgreSQL tests skip unless those run: see .ci/run)
+test: $(STAMP) ## the newcomer's tests: units and the quick end-to-end checks (a few minutes on 2 cores)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+test-all: $(STAMP) ## every test, the slow end-to-end ones too (SLURM and PostgreSQL skip unless running: see .ci/run)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(STAMP) ## ruff check and format check

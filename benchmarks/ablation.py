@@ -38,7 +38,7 @@ from mlflow.entities import Run
 from scipy.stats import fisher_exact
 
 from dqn.config import TrainConfig
-from dqn.report.statistics import HOVER, SeedRun, summarize
+from dqn.report.statistics import HOVER, SeedRun, stalls, summarize
 from dqn.report.sweep_report import search_all, seed_run
 
 EXERCISE = ["experiment=exercise"]
@@ -54,7 +54,6 @@ VARIANTS: dict[str, list[str]] = {
     "today's default": [],
 }
 """Each variant's overrides; the additions take their values from dqn.config's defaults (one source)."""
-STALL = 0.0  # a seed stalls when no in-training evaluation reached this return: it never took off
 
 
 def experiment_name(variant: str) -> str:
@@ -103,10 +102,6 @@ def seeds_of(client: MlflowClient, parent: Run, variant: str) -> list[SeedRun]:
 
 def hovers(run: SeedRun) -> bool:
     return run.truncated is not None and run.truncated > HOVER
-
-
-def stalls(run: SeedRun) -> bool:
-    return not run.evals or max(value for _, value, _ in run.evals) < STALL
 
 
 def fisher_p(count: int, n: int, base_count: int, base_n: int) -> float:

@@ -63,3 +63,10 @@ def runs_of(uri: str, experiment: str = "dqn-lunar-lander") -> list:
     client = MlflowClient(uri)
     found = client.get_experiment_by_name(experiment)
     return [] if found is None else client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that needs SLURM or PostgreSQL is in the full tier (`make test-all`), never the newcomer's."""
+    for item in items:
+        if item.get_closest_marker("slurm") or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.slow)

@@ -49,6 +49,16 @@ def test_iqm_is_the_mean_of_the_middle_half():
     assert iqm([-50, 180, 210, 250]) == pytest.approx((180 + 210) / 2)
 
 
+def test_a_seed_that_never_took_off_stalls():
+    runs = [
+        seed_run("lr=0.001", 0, [(10_000, -300, 30.0), (20_000, -120, 61.0)]),  # never reached 0: stalled
+        seed_run("lr=0.001", 1, [(10_000, -300, 31.0), (20_000, 0, 60.0)]),  # reached 0 exactly: took off
+        SeedRun("lr=0.001", 2, -80.0, 0.0, ()),  # no evaluation at all: nothing shows it took off
+    ]
+    (row,) = summarize(runs)
+    assert row.stall_rate == pytest.approx(2 / 3)
+
+
 def test_group_statistics_match_hand_computed_values():
     runs = [  # (env step, eval_return_mean, train_seconds); seed 3 is given out of step order
         seed_run("lr=0.001", 0, [(10_000, 50, 30.0), (20_000, 205, 61.0), (30_000, 250, 95.0)], truncated=0.0),
@@ -65,6 +75,7 @@ def test_group_statistics_match_hand_computed_values():
     assert row.std == pytest.approx(math.sqrt(sum((x - mean) ** 2 for x in finals) / 3))  # sample std, ddof=1
     assert row.seeds_solved == "2/4"  # 250 and 210: a count of seeds, not a share of episodes
     assert row.hover_rate == pytest.approx(2 / 4)  # 0.6 and 0.9; exactly 0.5 is not hovering
+    assert row.stall_rate == 0.0  # every seed had an evaluation >= 0
     assert row.n_reached_200 == 3  # seed 3 reached 200 at 10k and then collapsed
     assert row.median_steps_to_200 == pytest.approx(10_000)  # median of 20k, 10k, 10k
     assert row.median_seconds_to_200 == pytest.approx(33.0)  # median of 61, 29, 33

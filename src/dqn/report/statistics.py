@@ -24,6 +24,7 @@ from scipy.stats import norm, permutation_test, trim_mean
 from dqn.environment import SOLVED
 
 HOVER = 0.5  # a seed hovers when more than this share of its scoring evaluation hit the time limit
+STALL = 0.0  # a seed stalls when no in-training evaluation reached this return: it never took off
 RESAMPLES = 2000
 RNG_SEED = 0  # the same sweep gives the same CI and p-values every time the report is made
 ALPHA = 0.05
@@ -59,7 +60,8 @@ class GroupStats:
 
     `ci_low`/`ci_high` bound the IQM from MIN_SEEDS_FOR_CI seeds on; below, `seeds` (every score, sorted)
     is what there is to read. `std` is the sample std (ddof=1). `seeds_solved` is "k/n", the seeds whose
-    score is >= 200; `hover_rate` the share of seeds whose scoring evaluation was mostly truncated.
+    score is >= 200; `hover_rate` the share of seeds whose scoring evaluation was mostly truncated, and
+    `stall_rate` the share that never took off (no in-training evaluation reached STALL).
     `n_reached_200` seeds had an evaluation >= 200 during training: from that step on, the weights that
     keep_best delivers had scored >= 200 when they were chosen; the medians are over those seeds.
     """
@@ -74,6 +76,7 @@ class GroupStats:
     std: float | None = None
     seeds_solved: str | None = None
     hover_rate: float | None = None
+    stall_rate: float | None = None
     n_reached_200: int | None = None
     median_steps_to_200: float | None = None
     median_seconds_to_200: float | None = None
@@ -158,11 +161,17 @@ def group_stats(group: str, runs: Sequence[SeedRun]) -> GroupStats:
         std=float(scores.std(ddof=1)) if scores.size > 1 else None,
         seeds_solved=f"{int(np.sum(scores >= SOLVED))}/{scores.size}",
         hover_rate=float(np.mean(truncated > HOVER)) if truncated.size else None,
+        stall_rate=float(np.mean([stalls(run) for run in scored])),
         n_reached_200=len(reached),
         median_steps_to_200=float(np.median([step for step, _ in reached])) if reached else None,
         median_seconds_to_200=float(np.median(seconds)) if seconds else None,
         note=note,
     )
+
+
+def stalls(run: SeedRun) -> bool:
+    """The run that never takes off: none of its in-training evaluations reached STALL (or it had none)."""
+    return not run.evals or max(value for _, value, _ in run.evals) < STALL
 
 
 def _float(value) -> float | None:

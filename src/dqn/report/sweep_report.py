@@ -39,12 +39,13 @@ from dqn.report.statistics import (
 )
 from dqn.sweep_protocol import SUPERSEDED
 
-DECIMALS = {"hover_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
+DECIMALS = {"hover_rate": 2, "stall_rate": 2, "median_steps_to_200": 0, "median_seconds_to_200": 0}
 LEGEND = (
     f"Per group, over the seeds with a score: the IQM (mean of the middle half) with a 95% stratified-bootstrap "
     f"CI over seeds from {MIN_SEEDS_FOR_CI} seeds on (with fewer the CI would be just the seeds' min to max, so "
     f"`seeds` lists their scores instead); mean and sample std. seeds_solved: seeds scoring 200 or more; "
-    "hover_rate: share of seeds whose scoring evaluation was mostly cut by the time limit; n_reached_200: seeds "
+    "hover_rate: share of seeds whose scoring evaluation was mostly cut by the time limit; stall_rate: share of "
+    "seeds that never took off (no evaluation during training reached a return of 0); n_reached_200: seeds "
     "with an evaluation >= 200 during training (from then on keep_best delivered weights that had scored >= 200), "
     "and the median env steps and training seconds (evaluation excluded) to it over those seeds."
 )
