@@ -11,9 +11,10 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from dqn.cli.train import CHECKPOINT, resumed_config, train
+from dqn.cli.train import train
 from dqn.config import TrainConfig
 from dqn.learn import NonFiniteLoss
+from dqn.run.resume import CHECKPOINT, resumed_config
 from tests.conftest import TINY, compose_config, runs_of
 from tests.services import wait_until
 

@@ -15,7 +15,7 @@ from typing import TextIO
 
 import pytest
 
-from dqn.cli.progress import Progress
+from dqn.run.progress import Progress
 
 
 @contextmanager

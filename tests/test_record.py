@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from dqn.cli.train import ResumeError, claim
 from dqn.report.sweep_report import write_report
+from dqn.run.resume import ResumeError, claim
 from dqn.tracking.recorder import JOURNAL, SENT
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env, wait_until

@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from sqlalchemy.engine import make_url
 
-from dqn.cli.train import with_passwords
 from dqn.redaction import redact
+from dqn.run.resume import with_passwords
 from tests.services import clean_env, postgres_uri  # noqa: F401
 from tests.test_search import command as search_command
 
