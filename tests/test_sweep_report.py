@@ -12,6 +12,7 @@ from mlflow.entities import Metric
 
 from dqn.cli.compare import main
 from dqn.report.figures import short
+from dqn.report.sweep_report import counted
 
 # --- the command, on a real store ---
 
@@ -279,3 +280,7 @@ def test_a_missing_store_is_not_created(tmp_path, capsys):
 )
 def test_figure_legends_shorten_a_searchs_long_sampled_numbers(group, shown):
     assert short(group) == shown
+
+
+def test_counts_read_in_the_singular_and_the_plural():
+    assert counted(1, "group") == "1 group" and counted(3, "finished run") == "3 finished runs"

@@ -31,7 +31,7 @@ def test_training_records_a_complete_run(project, store):
     assert params["batch_size"] == "128" and params["seed"] == "1" and params["env.id"] == "LunarLander-v3"
     assert params["network.hidden_sizes"] == "[64, 64]" and params["schedule.kind"] == "linear"
     assert run.data.tags["hydra_overrides"].split() == TINY + ["seed=1"]
-    assert run.info.run_name.startswith("s1 ") and "git_commit" in run.data.tags  # the seed first: a narrow column shows it
+    assert run.info.run_name.startswith("s1 ") and "git_commit" in run.data.tags  # the seed first
 
     def history(key):
         metrics = client.get_metric_history(run.info.run_id, key)

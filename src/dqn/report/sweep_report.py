@@ -458,11 +458,16 @@ def headline(report: Report) -> str:
     without = f" ({report.finished - scored} without a score)" if scored < report.finished else ""
     skipped = report.skipped
     unfinished = f"; skipped {sum(skipped.values())} that did not finish" if skipped else ""
-    groups = len(report.rows)
     return (
-        f"{report.finished} finished runs{without} in {groups} groups{unfinished}{_skipped_text(skipped, ' (', ')')}"
+        f"{counted(report.finished, 'finished run')}{without} in {counted(len(report.rows), 'group')}{unfinished}"
+        f"{_skipped_text(skipped, ' (', ')')}"
         f"{left_out_text(report.left_out)}."
     )
+
+
+def counted(n: int, noun: str) -> str:
+    """`1 group`, `2 groups`: a count that reads."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _skipped_text(skipped: dict[str, int], before: str, after: str) -> str:
