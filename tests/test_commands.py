@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from dqn.run.commands import command, shortest
@@ -34,6 +35,7 @@ def test_the_interpreter_is_printed_relative_to_the_working_folder_when_under_it
     assert command("dqn.cli.ui", "dqn-ui") == f"{shortest(sys.executable)} -m dqn.cli.ui"
 
 
+@pytest.mark.slow
 def test_the_printed_resume_command_continues_the_run_in_its_own_folder_from_a_fresh_shell(tmp_path):
     """The project's venv seen from the user's folder as `.venv` (a link): the hint names `.venv/bin/python`."""
     (tmp_path / ".venv").symlink_to(VENV)

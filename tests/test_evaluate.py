@@ -162,6 +162,7 @@ def new_run(store: str, request: pytest.FixtureRequest) -> tuple[MlflowClient, s
     return client, client.create_run(experiment_id).info.run_id
 
 
+@pytest.mark.slow
 def test_evaluating_a_run_logs_evaluate_metrics_and_the_video(store, project, request):
     client, run_id = new_run(store, request)
     client.log_artifact(run_id, str(saved_weights(project / WEIGHTS)))
@@ -195,6 +196,7 @@ def test_a_missing_run_or_file_is_refused_by_name(store, project):
         evaluate(EvaluateConfig(checkpoint="missing.pth"), project)
 
 
+@pytest.mark.slow
 def test_video_decodes_to_the_frames_it_reports(tmp_path):
     path = tmp_path / "episode.mp4"
     episode, frames = record_episode(forced(MAIN_ENGINE), "LunarLander-v3", 0, path, max_episode_steps=30)
@@ -205,6 +207,7 @@ def test_video_decodes_to_the_frames_it_reports(tmp_path):
     assert decoded[0].shape == (400, 600, 3)  # not rescaled to a multiple of 16
 
 
+@pytest.mark.slow
 def test_logged_model_loads_back_and_predicts_the_same(store, request, monkeypatch):
     client, run_id = new_run(store, request)
     estimator = ActionValueEstimator(make_env("LunarLander-v3"), hidden_sizes=(32, 32))
@@ -220,6 +223,7 @@ def test_logged_model_loads_back_and_predicts_the_same(store, request, monkeypat
     assert (model.name, model.source_run_id, model.status.name) == ("model", run_id, "READY")
 
 
+@pytest.mark.slow
 def test_registered_model_gets_version_1(store, request, monkeypatch):
     client, run_id = new_run(store, request)
     estimator = ActionValueEstimator(make_env("LunarLander-v3"), hidden_sizes=(8,))

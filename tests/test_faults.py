@@ -97,6 +97,7 @@ def test_an_unusable_tracking_uri_is_one_line_and_no_run(project, uri):
     assert not list(project.glob("runs/*/*/run.json"))
 
 
+@pytest.mark.slow
 def test_a_read_only_store_is_one_line_and_no_run(project):
     readonly = project / "readonly"
     readonly.mkdir()
@@ -121,6 +122,7 @@ def test_unreachable_tracking_server_is_refused_without_retries(project):
     assert "\n" not in done.stderr.strip()
 
 
+@pytest.mark.slow
 def test_diverging_run_fails_with_reason_and_keeps_last_good_checkpoint(project, store):
     cfg = compose_config(
         TINY + ["lr=1e35", "max_grad_norm=null", "checkpoint_every=1", "learning_starts=1000"], project / "runs" / "nan"
@@ -151,6 +153,7 @@ def wait_for_training(run_dir_root: Path, timeout: float = 300) -> None:
 LONG = [*TINY, "total_steps=12000", "eval_every=4000", "checkpoint_every=0"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_checkpoints_ends_killed_and_resume_continues_the_same_history(project, store, signum):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
@@ -186,6 +189,7 @@ def test_signal_checkpoints_ends_killed_and_resume_continues_the_same_history(pr
     assert [(m.step, m.value) for m in history] == [(m.step, m.value) for m in expected]
 
 
+@pytest.mark.slow
 def test_resume_reads_a_config_saved_before_layer_norm_as_unnormalised(project, store):
     """A KILLED run from before `network.layer_norm` existed was trained without it; taking today's
     default instead would refuse its checkpoint."""
@@ -206,6 +210,7 @@ def test_resume_reads_a_config_saved_before_layer_norm_as_unnormalised(project, 
     assert cfg.network.layer_norm is True
 
 
+@pytest.mark.slow
 def test_resume_refuses_unknown_and_finished_runs(project, store):
     train(compose_config([*TINY, "total_steps=300", "eval_every=0"], project / "runs" / "done"))
     (run,) = runs_of(store)
@@ -218,6 +223,7 @@ def test_resume_refuses_unknown_and_finished_runs(project, store):
         assert "\n" not in done.stderr.strip()
 
 
+@pytest.mark.slow
 def test_corrupt_resume_files_are_one_line_and_leave_the_run_alone(project, store):
     train(compose_config([*TINY, "total_steps=600", "eval_every=0", "mlflow.log_model=false"], project / "runs" / "x"))
     (run,) = runs_of(store)

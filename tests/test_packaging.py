@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY, runs_of
+
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
 
 ROOT = Path(__file__).resolve().parents[1]
 MAKE = re.compile(r"(?<![.\w])make\b")  # `make ui`, not gymnasium.make

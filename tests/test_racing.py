@@ -160,6 +160,7 @@ def race_command(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         (["batch_size=0,64"], "race config batch_size=0 seed=0 reaches batch_size=0 is invalid: allowed an integer"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_race_is_refused_in_one_line_before_any_run(project, store, args, message):
     done = race_command(project, *args)
     assert done.returncode == 2, done.stderr[-2000:]
@@ -228,6 +229,7 @@ CARTPOLE = [
 ]
 
 
+@pytest.mark.slow
 def test_a_real_race_gives_seeds_to_the_contenders_under_one_parent_and_continues(project, store):
     done = race_command(project, *CARTPOLE, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -259,6 +261,7 @@ def test_a_real_race_gives_seeds_to_the_contenders_under_one_parent_and_continue
     assert MlflowClient(store).get_run(parent.info.run_id).data.tags["race_end"] == MAX_SEEDS
 
 
+@pytest.mark.slow
 def test_a_signalled_race_ends_killed_and_the_same_command_continues_it(project, store):
     """SIGINT during round 2's first job: that job ends KILLED, the round's other job is skipped, the parent
     ends KILLED; the same command reuses round 1's six jobs, runs round 2's two, and ends the same parent."""

@@ -24,6 +24,8 @@ from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env, wait_until
 from tests.test_sweep import TINY_JOB
 
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
+
 SHORT_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 JOB = [*TINY_JOB, "mlflow.log_model=false"]
 # Long enough to be signalled mid-training on an idle machine too; checkpoints often, so a kill has one behind it.

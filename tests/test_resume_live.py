@@ -6,8 +6,12 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.services import clean_env, wait_until
 from tests.test_record import JOB, only_folder, start
+
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
 
 
 def test_resuming_a_live_run_before_its_first_checkpoint_names_its_process(project):

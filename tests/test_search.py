@@ -115,6 +115,7 @@ def test_a_trial_is_drawn_from_its_place_in_the_study_not_from_the_asks_before_i
     assert len({draw(3), draw(4), draw(3, seed=1)}) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
 def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluation(project, store, pruner):
     """A finished trial that scored 0 at every evaluation (and passed successive halving's rungs) is already
@@ -194,6 +195,7 @@ def expected_cut(trial: optuna.trial.FrozenTrial, study: list[optuna.trial.Froze
     return None
 
 
+@pytest.mark.slow
 def test_the_same_search_twice_draws_the_same_trials_prunes_the_same_and_picks_the_same(tmp_path):
     """Two copies of one command run at once in two projects, so their workers' timings differ: the same
     params trial by trial, the same trials pruned at the same steps, the same pick, and each cut where the
@@ -242,6 +244,7 @@ RESUMABLE = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_stopped_or_killed_search_continues_with_the_same_command(project, store):
     """Ctrl-C to the process group, then SIGKILL to it, then the same command: it ends with the three
     trials asked for, each number once; the interrupted trials are FAIL, not counted, and run again."""
@@ -279,6 +282,7 @@ def test_a_stopped_or_killed_search_continues_with_the_same_command(project, sto
     )
 
 
+@pytest.mark.slow
 def test_two_commands_on_one_study_share_it(project, store):
     """Started at once on one study: four trials in all, numbered 0 to 3, each trained once, one parent run."""
     # Sharing, not pruning: with the pruner on, a trial that falls behind ends PRUNED, not COMPLETE.
@@ -309,6 +313,7 @@ def test_two_commands_on_one_study_share_it(project, store):
         (["hydra.sweeper.sampler_seed=-1", "lr=interval(1e-4, 1e-3)"], "hydra.sweeper.sampler_seed=-1 is invalid"),
     ],
 )
+@pytest.mark.slow
 def test_a_bad_search_is_refused_in_one_line_before_any_run(project, store, args, message):
     done = search(project, *args, timeout=120)
     assert done.returncode == 2

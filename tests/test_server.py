@@ -18,6 +18,8 @@ from tests.test_search import command as search_command
 from tests.test_slurm import SLURM, submitit_logs
 from tests.test_sweep import assert_complete_job, split, sweep
 
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
+
 ARTIFACTS = {"config.yaml", "lunar-dqn.pth", "learning_curve.png", "checkpoint/checkpoint.pt"}
 
 

@@ -11,6 +11,8 @@ from tests.conftest import runs_of
 from tests.services import ROOT, clean_env, slurm_cluster, wait_until  # noqa: F401 (a fixture)
 from tests.test_sweep import TINY_JOB, assert_complete_job, split, sweep
 
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
+
 # Tiny jobs use a few hundred MB; asking for 1 GB keeps them within a small node's RealMemory.
 SLURM = ["hydra/launcher=submitit_slurm_cpu", "hydra.launcher.mem_gb=1"]
 

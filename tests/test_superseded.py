@@ -5,6 +5,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -13,6 +14,8 @@ from tests.conftest import runs_of
 from tests.services import wait_until
 from tests.test_search import search, split, start, trials
 from tests.test_sweep_report import add_job, add_sweep, evaluations
+
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
 
 
 def rows(path: Path) -> dict[str, list[float]]:

@@ -58,6 +58,7 @@ def test_group_is_the_swept_overrides_minus_the_seed():
     assert group_name(["seed=1", "lr=0.0005"], swept=["seed"]) == "lr=0.0005"  # only seeds swept: the shared config
 
 
+@pytest.mark.slow
 def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, store):
     done = sweep(project, "seed=0,1", "batch_size=64,128")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -77,6 +78,7 @@ def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, sto
     assert "| batch_size=128 " in report and "| batch_size=64 " in report
 
 
+@pytest.mark.slow
 def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, store):
     done = sweep(project, "seed=0,1", "batch_size=64,128", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -99,6 +101,7 @@ def test_a_sweep_ends_with_its_answer_on_the_console_and_in_the_ui(project, stor
     assert parent.data.tags["mlflow.note.content"].startswith("- batch_size: ")  # the description opens on the answer
 
 
+@pytest.mark.slow
 def test_one_sweep_id_in_the_console_the_folder_the_store_and_the_report_command(project, store):
     lr = "0.00010206062134502272"  # a sampled-looking float: 3 significant digits in the run name
     done = sweep(project, "seed=3", f"lr={lr},0.0005", "total_steps=600", "eval_every=600", "mlflow.log_model=false")
@@ -120,6 +123,7 @@ def test_one_sweep_id_in_the_console_the_folder_the_store_and_the_report_command
         assert report.returncode == 0 and f"Sweep {sweep_id}: " in report.stdout, (given, report.stderr)
 
 
+@pytest.mark.slow
 def test_four_parallel_jobs_on_the_embedded_sqlite_store_lose_nothing(project, store):
     done = sweep(project, "seed=0,1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -131,6 +135,7 @@ def test_four_parallel_jobs_on_the_embedded_sqlite_store_lose_nothing(project, s
         assert_complete_job(client, child)
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_the_jobs(project, store):
     done = sweep(project, "seed=0,1", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -141,6 +146,7 @@ def test_submitit_local_launcher_runs_the_jobs(project, store):
         assert_complete_job(client, child)
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_stop_the_others(project, store):
     done = sweep(project, "lr=1e35,0.001", "max_grad_norm=null")  # lr=1e35 diverges: NaN loss
     assert done.returncode != 0
@@ -160,6 +166,7 @@ def mlflow_server(tmp_path):
     server.stop()
 
 
+@pytest.mark.slow
 def test_sweep_against_a_real_tracking_server(project, mlflow_server):
     done = sweep(project, "seed=0,1", env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
     assert done.returncode == 0, done.stderr[-2000:]

@@ -60,6 +60,7 @@ def test_training_records_a_complete_run(project, store):
     assert (project / "runs" / "job" / "config.yaml").read_text().count("batch_size: 128") == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(project, store):
     for name, seed in (("a", 5), ("b", 5), ("c", 6)):
         train_tiny(project, f"seed={seed}", "mlflow.experiment_name=det", name=name)
@@ -94,6 +95,7 @@ def test_truncation_bootstraps_but_termination_does_not(project, store, monkeypa
     assert sum(stored) == len(lengths) - truncated_episodes  # only real crashes/landings are terminal
 
 
+@pytest.mark.slow
 def test_max_time_budget_stops_training(project, store):
     train_tiny(project, "total_steps=null", "max_time=2", "eval_every=0")
     (run,) = runs_of(store)
@@ -127,6 +129,7 @@ def test_cli_trains_and_refuses_bad_input(tmp_path):
     assert len(runs_of(store)) == 1  # no run was started for it
 
 
+@pytest.mark.slow
 def test_final_model_is_logged_loadable_and_registered_on_request(project, store):
     import mlflow
 

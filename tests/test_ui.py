@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import requests
 
 from dqn.tracking.store import open_store
 from tests.services import clean_env, free_port, wait_until
+
+pytestmark = pytest.mark.slow  # real processes and services: make test-all
 
 
 def test_the_ui_prints_the_address_of_our_experiments_runs_and_serves_it_quietly(project, store):
