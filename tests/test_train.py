@@ -103,6 +103,7 @@ def test_max_time_budget_stops_training(project, store):
     assert run.data.metrics["train_seconds"] >= 2  # it ran until the time budget, which alone stopped it
 
 
+@pytest.mark.slow
 def test_cli_trains_and_refuses_bad_input(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     ok = subprocess.run(
