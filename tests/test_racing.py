@@ -274,7 +274,7 @@ def test_a_signalled_race_ends_killed_and_the_same_command_continues_it(project,
     seen = ""
     for line in race.stdout:  # round 1 tested (alpha 0.5 drops the capped config at 2 seeds), round 2 started
         seen += line
-        if "race round 1" in seen and "(env.eval_max_episode_steps=400 seed=2) tracked" in line:
+        if "race round 1" in seen and "(s2 emes400) tracked" in line:  # the run name: seed 2, eval cap 400
             race.send_signal(signal.SIGINT)
             break
     race.communicate(timeout=600)

@@ -26,7 +26,7 @@ from dqn.report.figures import learning_curve
 from dqn.run.commands import view_at
 from dqn.run.naming import run_name
 from dqn.run.progress import Progress
-from dqn.run.resume import CHECKPOINT, RUN_RECORD, continue_run, requeued_run
+from dqn.run.resume import CHECKPOINT, RUN_RECORD, ResumeError, continue_run, live_process, requeued_run
 from dqn.run.signals import Interrupted, StopRequest, stop_signals
 from dqn.search import trial
 from dqn.sweep_protocol import group_name, group_overrides, read_sweep, sweep_stopping
@@ -103,6 +103,8 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
     try:
         lock = FolderLock(out_dir)
     except BlockingIOError:
+        if settings.resume:  # the run's own folder, where a resume continues: its process is alive
+            raise ResumeError(f"resume={settings.resume}: {live_process(out_dir)}") from None
         raise ConfigError(f"hydra.run.dir={out_dir} is in use by a running job: allowed a folder of its own") from None
     sweep_dir = Path(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
     locks, recorder, signalled = [lock], None, StopRequest()
