@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from dqn.redaction import redact_url
 from dqn.tracking.store import default_store, ui_address
 
 
@@ -42,8 +43,9 @@ def resume_command(run_id: str) -> str:
 
 def ui_command(uri: str) -> str:
     """The command that serves the MLflow UI on the embedded store `uri` (the store is named unless it is
-    the one that command finds by itself from this folder)."""
-    store = "" if uri == default_store(Path.cwd()) else f" --store {shlex.quote(uri)}"
+    the one that command finds by itself from this folder). A password in `uri` is masked: the command then
+    works with the password in ~/.pgpass or $PGPASSWORD, and no secret is printed or written."""
+    store = "" if uri == default_store(Path.cwd()) else f" --store {shlex.quote(redact_url(uri))}"
     return f"{command('dqn.cli.ui', 'dqn-ui')}{store}"
 
 
