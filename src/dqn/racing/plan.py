@@ -18,10 +18,11 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from mlflow import MlflowClient
 from mlflow.entities import Run
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from dqn.config import ConfigError, RaceConfig, validate
+from dqn.config import ConfigError, RaceConfig
 from dqn.racing.elimination import Rules
+from dqn.search.space import composed_job
 from dqn.tracking.store import first_line, folder_in_use
 
 NOT_TRAINING = ("mlflow", "resume", "trial", "seed")  # keys that do not change what a job trains
@@ -98,20 +99,6 @@ def grid(params: dict[str, str], arguments: list[str]) -> tuple[list[list[str]],
     return points, fixed
 
 
-def composed(config: DictConfig, loader: Any, overrides: list[str]) -> DictConfig:
-    """A job's config as the launcher will compose it, validated as training will; ConfigError otherwise."""
-    try:
-        job = loader.load_sweep_config(config, overrides)
-        with open_dict(job):
-            del job["hydra"]
-        validate(OmegaConf.to_object(job))
-    except ConfigError as error:
-        raise ConfigError(f"race config {' '.join(overrides)} reaches {error}") from None
-    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
-        raise ConfigError(f"race config {' '.join(overrides)} fails: {first_line(error)}") from None
-    return job
-
-
 def check_race(config: DictConfig, loader: Any, arguments: list[str]) -> Plan:
     """The race `config.hydra.sweeper` and the command line's `arguments` describe; ConfigError, in one line,
     on a bad rule, a grid that is not one, a budget below the first round, or a config a job would refuse."""
@@ -128,7 +115,8 @@ def check_race(config: DictConfig, loader: Any, arguments: list[str]) -> Plan:
     fixed = [o for o in fixed if not o.startswith("seed=")]  # the seeds are the race's own
     trains = []
     for point in configs:
-        job = composed(config, loader, [*fixed, *point, f"seed={config.seed}"])
+        overrides = [*fixed, *point, f"seed={config.seed}"]
+        job = composed_job(config, loader, overrides, f"race config {' '.join(overrides)}")
         trains.append({k: v for k, v in OmegaConf.to_container(job, resolve=True).items() if k not in NOT_TRAINING})
     digest = hashlib.sha256(json.dumps(trains, sort_keys=True, default=str).encode()).hexdigest()[:12]
     return Plan(rules, configs, fixed, int(config.seed), f"race-{digest}")

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 import optuna
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from dqn.config import ConfigError, SearchConfig, validate
-from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
+from dqn.config import ConfigError, SearchConfig
+from dqn.search.space import bounds, composed_job, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import engine_kwargs
 from dqn.sweep_protocol import config_overrides
 from dqn.tracking.store import first_line, redact, sqlite_path, store_lock, tracking_uri
@@ -144,15 +144,7 @@ def check_settings(s: SearchConfig) -> None:
 def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, text: str, value: Any) -> None:
     """Compose a job with `name` at `value`, as the launcher will, and validate it as training would."""
     override = f"{name}={override_value(value)}"
-    try:
-        job = loader.load_sweep_config(config, [*fixed, override])
-        with open_dict(job):
-            del job["hydra"]
-        validate(OmegaConf.to_object(job))
-    except ConfigError as error:
-        raise ConfigError(f"search space {name}={text} reaches {error}") from None
-    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
-        raise ConfigError(f"search space {name}={text}: {override} fails: {first_line(error)}") from None
+    composed_job(config, loader, [*fixed, override], f"search space {name}={text}: {override}")
 
 
 def default_study_name(search: Search) -> str:
