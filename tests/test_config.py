@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -8,10 +9,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from dqn.config import Activation, ConfigError, Device, Loss, ScheduleKind, TrainConfig, validate
+import dqn
+from dqn.buffer import BUFFERS
+from dqn.config import Activation, BufferKind, ConfigError, Device, Loss, ScheduleKind, TrainConfig, validate
 from dqn.learn import learn
+from dqn.schedules import SCHEDULES
 from dqn.state import build_estimator
 from tests.conftest import compose_config
+
+CONF = Path(dqn.__file__).parent / "conf"
 
 
 def settings(tmp_path, *overrides: str) -> TrainConfig:
@@ -226,3 +232,16 @@ def test_exercise_sweep_composes_to_its_grid_on_the_exercise_agent(tmp_path):
     assert {name: key(cfg, name) for name in EXERCISE if name not in ("batch_size", "lr")} == {
         name: value for name, value in EXERCISE.items() if name not in ("batch_size", "lr")
     }
+
+
+@pytest.mark.parametrize(
+    "group, registry, choices",
+    [("schedule", SCHEDULES, ScheduleKind), ("buffer", BUFFERS, BufferKind)],
+)
+def test_each_registered_part_is_a_group_option_and_a_choice_and_nothing_else(tmp_path, group, registry, choices):
+    """A schedule or buffer is its registry entry plus conf/<group>/<name>.yaml: the schema's choices come
+    from the registry, and each option file selects its own entry."""
+    options = sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    assert options == sorted(registry) == sorted(member.value for member in choices)
+    for name in options:
+        assert getattr(settings(tmp_path, f"{group}={name}"), group).kind.value == name

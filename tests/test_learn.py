@@ -13,9 +13,10 @@ from dqn import state as state_module
 from dqn.config import TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
-from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, NonFiniteLoss, Stopped, learn
+from dqn.learn import EVAL_SEED_OFFSET, FINAL_EVAL_SEED_OFFSET, NonFiniteLoss, learn
 from dqn.policy import Episode, evaluate_episodes
 from dqn.state import CheckpointMismatch
+from dqn.stops import Stopped
 
 
 def tiny(**changes) -> TrainConfig:

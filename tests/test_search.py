@@ -16,7 +16,8 @@ from optuna.trial import TrialState
 
 from dqn.config import ConfigError, SearchConfig
 from dqn.search.space import bounds, grid_of, parse_space
-from dqn.search.study import Search, default_study_name
+from dqn.search.study import SAMPLERS, Search, default_study_name
+from dqn.search.trial import PRUNERS, make_pruner
 from tests.conftest import runs_of
 from tests.services import clean_env, wait_until
 
@@ -322,3 +323,13 @@ def test_a_bad_search_is_refused_in_one_line_before_any_run(project, store, args
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr[-2000:]
     assert split(runs_of(store)) == ([], [])
+
+
+def test_each_registered_sampler_and_pruner_is_accepted_and_builds_its_optuna_part():
+    """A sampler or pruner is its registry entry, built into the Optuna part it names."""
+    grid = {"lr": [1e-4, 1e-3]}
+    for name, make in SAMPLERS.items():
+        assert isinstance(make(SearchConfig(sampler=name), grid, 0), optuna.samplers.BaseSampler)
+    for name in PRUNERS:
+        spec = {"kind": name, "n_startup_trials": 1, "n_warmup_steps": 0}
+        assert isinstance(make_pruner(spec), optuna.pruners.BasePruner)

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from dqn.stops import Pruned, Stopped
 from dqn.tracking.recorder import Journal, Recorder, ended, send_journal
 from dqn.tracking.store import (
     TrackingUnavailable,
@@ -72,7 +73,10 @@ def test_recorder_batches_and_loses_nothing(store, tmp_path):
     assert run.info.status == "FINISHED" and run.data.tags["a"] == "b" and run.info.run_name == "r"
 
 
-@pytest.mark.parametrize("error, status", [(KeyboardInterrupt, "KILLED"), (RuntimeError, "FAILED")])
+@pytest.mark.parametrize(
+    "error, status",
+    [(KeyboardInterrupt, "KILLED"), (Stopped, "KILLED"), (Pruned, "KILLED"), (RuntimeError, "FAILED")],
+)
 def test_run_ends_killed_or_failed_and_keeps_its_metrics(store, tmp_path, error, status):
     recorder = new_recorder(store, tmp_path)
     with pytest.raises(error), ended(recorder):

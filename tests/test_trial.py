@@ -3,9 +3,11 @@
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
+from optuna.storages import BaseStorage
 
 from dqn.config import TrainConfig, TrialConfig
-from dqn.search.trial import Pruned, Reporter, trial_means
+from dqn.search.trial import Reporter, rdb_storage, trial_means
+from dqn.stops import Pruned
 from dqn.tracking.recorder import Recorder
 
 SPACE = {"lr": FloatDistribution(1e-4, 1e-2, log=True)}
@@ -35,22 +37,23 @@ def running(study: optuna.Study, pruner: dict, seeds: list[int], against: list[i
     return trial
 
 
-def study_with_a_finished_trial(tmp_path, pruner: dict, seeds=(0, 1)) -> tuple[optuna.Study, optuna.Trial]:
+def study_with_a_finished_trial(tmp_path, pruner: dict, seeds=(0, 1)) -> tuple[BaseStorage, optuna.Study, optuna.Trial]:
     """A study whose one COMPLETE trial scored 100 at steps 500 to 2000, and a running trial to report into."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    storage = rdb_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(storage=storage, direction="maximize")
     study.add_trial(finished({step: 100.0 for step in (500, 1000, 1500, 2000)}, 100.0))
-    return study, running(study, pruner, list(seeds), [0])
+    return storage, study, running(study, pruner, list(seeds), [0])
 
 
-def reporter(study: optuna.Study, trial: optuna.Trial, seed: int) -> Reporter:
-    return Reporter(study, trial._trial_id, trial.number, seed, Recorder(None, None))
+def reporter(storage: BaseStorage, study: optuna.Study, trial: optuna.Trial, seed: int) -> Reporter:
+    return Reporter(study, storage, trial.number, seed, Recorder(None, None))
 
 
 @pytest.mark.parametrize("pruner", [MEDIAN, {"kind": "successive_halving"}])
 def test_a_trial_behind_is_judged_once_all_its_seeds_reach_a_step_and_the_others_stop_at_their_next(tmp_path, pruner):
-    study, trial = study_with_a_finished_trial(tmp_path, pruner)
-    first, second = reporter(study, trial, seed=0), reporter(study, trial, seed=1)
+    storage, study, trial = study_with_a_finished_trial(tmp_path, pruner)
+    first, second = reporter(storage, study, trial, seed=0), reporter(storage, study, trial, seed=1)
     first.check({"loss": 1.0}, 400)  # not an evaluation: nothing happens
     first.check({"eval_return_mean": -250.0}, 500)  # alone at 500: no judgement yet, whatever its value
     first.check({"eval_return_mean": -250.0}, 1000)
@@ -58,17 +61,17 @@ def test_a_trial_behind_is_judged_once_all_its_seeds_reach_a_step_and_the_others
         second.check({"eval_return_mean": 150.0}, 500)  # both at 500: (-250 + 150) / 2 < 100
     with pytest.raises(Pruned, match="pruned at step 1500: at step 500"):
         first.check({"eval_return_mean": 300.0}, 1500)
-    stored = study._storage.get_trial(trial._trial_id)
+    stored = study.trials[trial.number]
     assert stored.user_attrs["pruned"] == {"step": 500, "value": -50.0}
     assert stored.intermediate_values == {500: -50.0}  # nothing past the cut
     assert stored.user_attrs["evals_seed_0"] == {"500": -250.0, "1000": -250.0, "1500": 300.0}  # kept all the same
 
 
 def test_a_trial_ahead_goes_on_and_reports_the_mean_of_its_seeds(tmp_path):
-    study, trial = study_with_a_finished_trial(tmp_path, MEDIAN)
-    reporter(study, trial, seed=0).check({"eval_return_mean": 150.0}, 500)
-    reporter(study, trial, seed=1).check({"eval_return_mean": 250.0}, 500)
-    assert study._storage.get_trial(trial._trial_id).intermediate_values == {500: 200.0}
+    storage, study, trial = study_with_a_finished_trial(tmp_path, MEDIAN)
+    reporter(storage, study, trial, seed=0).check({"eval_return_mean": 150.0}, 500)
+    reporter(storage, study, trial, seed=1).check({"eval_return_mean": 250.0}, 500)
+    assert study.trials[trial.number].intermediate_values == {500: 200.0}
 
 
 # Two finished trials to be judged against (medians 50 at step 500 and 200 at 1000, the median pruner
@@ -92,11 +95,12 @@ def batch(order: list[tuple[str, int, int]], late: int | None) -> dict[str, tupl
     """Play the reports of `order` into an in-memory study; before report `late`, a trial that another
     command ran finishes far ahead. Each trial's `pruned` record and intermediate values."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, direction="maximize")
     for values, value in BEFORE:
         study.add_trial(finished(values, value))
     trials = {name: running(study, MEDIAN, [0, 1], [0, 1]) for name in EVALS}
-    reporters = {(name, seed): reporter(study, trials[name], seed) for name in EVALS for seed in (0, 1)}
+    reporters = {(name, seed): reporter(storage, study, trials[name], seed) for name in EVALS for seed in (0, 1)}
     stopped = set()
     for i, (name, seed, step) in enumerate(order):
         if i == late:
@@ -107,7 +111,7 @@ def batch(order: list[tuple[str, int, int]], late: int | None) -> dict[str, tupl
             reporters[name, seed].check({"eval_return_mean": EVALS[name][seed][step]}, step)
         except Pruned:
             stopped.add((name, seed))
-    stored = {name: study._storage.get_trial(trial._trial_id) for name, trial in trials.items()}
+    stored = {name: study.trials[trial.number] for name, trial in trials.items()}
     return {name: (t.user_attrs.get("pruned"), t.intermediate_values) for name, t in stored.items()}
 
 
@@ -125,8 +129,8 @@ def test_a_pruning_decision_does_not_depend_on_the_order_batch_mates_report_in(o
 
 def test_a_trial_that_has_ended_takes_no_more_reports(tmp_path):
     """A job of a trial the search has already told (a late job, a resumed run) trains on without pruning."""
-    study, trial = study_with_a_finished_trial(tmp_path, {"kind": "none"})
-    late = reporter(study, trial, seed=0)
+    storage, study, trial = study_with_a_finished_trial(tmp_path, {"kind": "none"})
+    late = reporter(storage, study, trial, seed=0)
     study.tell(trial, state=optuna.trial.TrialState.FAIL)
     late.check({"eval_return_mean": -1000.0}, 500)
     late.check({"eval_return_mean": -1000.0}, 1000)
@@ -136,10 +140,10 @@ def test_a_trial_that_has_ended_takes_no_more_reports(tmp_path):
 def test_a_requeued_job_keeps_its_seeds_earlier_evaluations(tmp_path):
     """SLURM requeues a job mid-trial: its new process reopens the trial with the evaluations it reported
     before, so the running mean goes on from them instead of restarting at the requeue step."""
-    study, trial = study_with_a_finished_trial(tmp_path, {"kind": "none"}, seeds=[0])
-    reporter(study, trial, seed=0).check({"eval_return_mean": -100.0}, 500)
+    storage, study, trial = study_with_a_finished_trial(tmp_path, {"kind": "none"}, seeds=[0])
+    reporter(storage, study, trial, seed=0).check({"eval_return_mean": -100.0}, 500)
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     settings = TrainConfig(seed=0, trial=TrialConfig(study=study.study_name, storage=url, number=trial.number))
     requeued = Reporter.open(settings, Recorder(None, None))
     requeued.check({"eval_return_mean": 100.0}, 1000)
-    assert study._storage.get_trial(trial._trial_id).intermediate_values == {500: -100.0, 1000: 0.0}
+    assert study.trials[trial.number].intermediate_values == {500: -100.0, 1000: 0.0}

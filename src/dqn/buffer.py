@@ -89,6 +89,11 @@ class ExperienceBuffer:
 _ARRAYS = ("observations", "actions", "rewards", "next_observations", "dones")
 
 
+BUFFERS: dict[str, type[ExperienceBuffer]] = {"uniform": ExperienceBuffer}
+"""Every replay buffer by the name `buffer.kind` takes (dqn.config builds its choices from these keys): a new
+one (prioritized replay) is a class with `ExperienceBuffer`'s methods, its entry, and a conf/buffer/<name>.yaml."""
+
+
 class NStepTransitions:
     """Turns 1-step transitions into n-step ones: (s_t, a_t, r_t + g r_t+1 + ... + g^(n-1) r_t+n-1, s_t+n, done).
 

@@ -21,6 +21,9 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from dqn.buffer import BUFFERS
+from dqn.schedules import SCHEDULES
+
 MAX_EVAL_EPISODES = 1_000_000
 """The in-training evaluations' start seeds span this many values (see dqn.learn's seed offsets)."""
 
@@ -32,10 +35,10 @@ class Activation(Enum):
     gelu = "gelu"
 
 
-class ScheduleKind(Enum):
-    constant = "constant"
-    linear = "linear"
-    exponential = "exponential"
+ScheduleKind = Enum("ScheduleKind", [(name, name) for name in SCHEDULES])
+"""`schedule.kind`'s choices: one per schedule that dqn.schedules registers."""
+BufferKind = Enum("BufferKind", [(name, name) for name in BUFFERS])
+"""`buffer.kind`'s choices: one per replay buffer that dqn.buffer registers."""
 
 
 class Device(Enum):
@@ -77,6 +80,8 @@ class NetworkConfig:
 
 @dataclass
 class BufferConfig:
+    kind: BufferKind = BufferKind.uniform
+    """Which replay buffer (uniform: every stored transition equally likely)."""
     capacity: int = 50_000
     """Transitions kept; the oldest is overwritten when full."""
 
@@ -230,15 +235,17 @@ class SearchConfig:
     storage: str | None = None
     """Optuna RDB storage URL; null: SQLite beside the embedded MLflow store, `mlruns/optuna.db`."""
     sampler: str = "tpe"
-    """tpe, random or grid (grid takes choice/range params only, and stops once each point has run)."""
+    """Optuna's sampler by name (dqn.search.study.SAMPLERS: tpe, random, grid; grid takes choice/range
+    params only, and stops once each point has run)."""
     sampler_seed: int | None = None
     """Seeds the sampler; null: the config's `seed`. Each trial's draw is seeded from it and the trial's place
     in the study, so the same command draws the same trials (docs/search.md says when)."""
     n_startup_trials: int = 5
     """TPE: random trials before it models the results."""
     pruner: str = "median"
-    """median, successive_halving or none: Optuna's pruner, judging a trial at each step all its seeds have
-    evaluated, against the trials finished before its batch started (never its batch-mates)."""
+    """Optuna's pruner by name (dqn.search.trial.PRUNERS: median, successive_halving, none), judging a trial
+    at each step all its seeds have evaluated, against the trials finished before its batch started (never
+    its batch-mates)."""
     pruner_startup_trials: int = 3
     """median: COMPLETE trials (finished before the batch) needed before it prunes anything."""
     pruner_warmup_steps: int = 0

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from dqn.buffer import NStepTransitions
 from dqn.config import MAX_EVAL_EPISODES, TrainConfig
@@ -26,6 +27,7 @@ from dqn.estimator import ActionValueEstimator, compute_target_values
 from dqn.policy import Episode, evaluate_episodes, select_action
 from dqn.schedules import make_schedule
 from dqn.state import TrainingState
+from dqn.stops import Stopped
 
 LogFn = Callable[[dict[str, float], int], None]
 SaveFn = Callable[[dict[str, Any]], None]
@@ -35,10 +37,6 @@ FINAL_EVAL_SEED_OFFSET = EVAL_SEED_OFFSET + MAX_EVAL_EPISODES  # nor the final e
 
 class NonFiniteLoss(FloatingPointError):
     """The TD loss became NaN or infinite: training has diverged."""
-
-
-class Stopped(KeyboardInterrupt):
-    """Training stopped on request (a signal) at an episode end, after a checkpoint."""
 
 
 def learn(
@@ -56,6 +54,7 @@ def learn(
     receives a checkpoint (`TrainingState.state_dict()`) every `checkpoint_every` steps, at the end,
     and when `stop_requested()` turns true (then `Stopped` is raised); `resume` is such a checkpoint.
     """
+    torch.set_num_threads(cfg.torch_threads)  # a process-wide setting: made by the loop it is for, not its state
     s = TrainingState.start(cfg)
     if resume is not None:
         s.load_state_dict(resume)

@@ -22,12 +22,17 @@ def exponential(start: float, end: float, half_life: int) -> Schedule:
     return lambda step: end + (start - end) * 0.5 ** (step / half_life)
 
 
+SCHEDULES: dict[str, Callable[[float, float, int], Schedule]] = {
+    "constant": lambda start, end, decay_steps: constant(start),
+    "linear": linear,
+    "exponential": exponential,
+}
+"""Every schedule by the name `schedule.kind` takes (dqn.config builds its choices from these keys): a new
+one is a function here, its entry, and a conf/schedule/<name>.yaml."""
+
+
 def make_schedule(kind: str, start: float, end: float, decay_steps: int) -> Schedule:
     """The schedule a config names (`schedule.kind`)."""
-    if kind == "constant":
-        return constant(start)
-    if kind == "linear":
-        return linear(start, end, decay_steps)
-    if kind == "exponential":
-        return exponential(start, end, decay_steps)
-    raise ValueError(f"schedule.kind={kind!r}: allowed constant, linear, exponential")
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule.kind={kind!r}: allowed {', '.join(SCHEDULES)}")
+    return SCHEDULES[kind](start, end, decay_steps)

@@ -19,7 +19,7 @@ import gymnasium
 import numpy as np
 import torch
 
-from dqn.buffer import ExperienceBuffer
+from dqn.buffer import BUFFERS, ExperienceBuffer
 from dqn.config import Device, TrainConfig
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
@@ -134,11 +134,10 @@ class TrainingState:
     def start(cls, cfg: TrainConfig) -> TrainingState:
         """A fresh run: every RNG seeded from `cfg.seed`, the networks built, the buffer empty."""
         rng = seed_everything(cfg.seed)
-        torch.set_num_threads(cfg.torch_threads)
         env = make_env(cfg.env.id, cfg.env.max_episode_steps, **cfg.env.kwargs)
         env.action_space.seed(cfg.seed)
         q = build_estimator(cfg, env)
-        buffer = ExperienceBuffer(cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
+        buffer = BUFFERS[cfg.buffer.kind.value](cfg.buffer.capacity, env.observation_space.shape, (1,), rng=rng)
         return cls(cfg, env, q, q.copy(), buffer, rng)
 
     def first_observation(self, resumed: bool) -> np.ndarray:

@@ -29,6 +29,7 @@ from dqn.run.progress import Progress
 from dqn.run.resume import CHECKPOINT, RUN_RECORD, ResumeError, continue_run, live_process, requeued_run
 from dqn.run.signals import Interrupted, StopRequest, stop_signals
 from dqn.search import trial
+from dqn.stops import Pruned, Stopped
 from dqn.sweep_protocol import group_name, group_overrides, read_sweep, sweep_stopping
 from dqn.tracking import models
 from dqn.tracking.recorder import Recorder, ended
@@ -128,10 +129,10 @@ def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:
                     return signalled() or (sweep_dir is not None and sweep_stopping(sweep_dir))
 
                 deliver(settings, recorder, checkpoint, out_dir, stop_requested)
-    except trial.Pruned as pruned:  # the run is KILLED and tagged pruned; the worker moves on
+    except Pruned as pruned:  # the run is KILLED and tagged pruned; the worker moves on
         log.warning("%s", pruned)
         return None
-    except KeyboardInterrupt as error:
+    except (Stopped, KeyboardInterrupt) as error:  # asked to stop, or a second Ctrl-C
         run_id = recorder.run_id if recorder else None
         raise Interrupted(str(error), run_id, signalled.requeue, settings.trial.number is not None) from None
     finally:
@@ -165,7 +166,7 @@ def deliver(settings: TrainConfig, recorder: Recorder, checkpoint: dict | None, 
     start = checkpoint["step"] if checkpoint else 0  # a resumed run continues its counts
     episodes = sum(step <= start for step, _ in recorder.history.get("episode_return", []))
     progress = Progress(settings.total_steps, start, episodes)
-    prune = trial.pruning(settings, recorder)  # raises trial.Pruned at an evaluation of a pruned search trial
+    prune = trial.pruning(settings, recorder)  # raises Pruned at an evaluation of a pruned search trial
 
     def record(metrics: dict[str, float], step: int) -> None:
         recorder.log(metrics, step)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from dqn.run.commands import resume_command
+from dqn.stops import StopRequested
 
 log = logging.getLogger("dqn")
 
@@ -64,7 +65,7 @@ def stop_signals() -> Iterator[StopRequest]:
             signal.signal(s, h)
 
 
-class Interrupted(KeyboardInterrupt):
+class Interrupted(StopRequested):
     """A job stopped by a signal, after its run was ended KILLED; says how to continue it."""
 
     def __init__(

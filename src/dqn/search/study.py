@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,18 @@ from optuna.trial import FrozenTrial
 
 from dqn.config import ConfigError, SearchConfig
 from dqn.search.space import bounds, composed_job, grid_of, override_value, parse_space, quoted
-from dqn.search.trial import engine_kwargs
+from dqn.search.trial import PRUNERS, rdb_storage
 from dqn.sweep_protocol import config_overrides
 from dqn.tracking.store import first_line, redact, sqlite_path, store_lock, tracking_uri
 
-SAMPLERS = ("tpe", "random", "grid")
-PRUNERS = ("median", "successive_halving", "none")
+SAMPLERS: dict[str, Callable[[SearchConfig, dict[str, list[Any]], int], optuna.samplers.BaseSampler]] = {
+    "tpe": lambda s, grid, seed: optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed),
+    "random": lambda s, grid, seed: optuna.samplers.RandomSampler(seed=seed),
+    # its seed shuffles the grid, whose order must hold for the whole study: `sampler_seed` alone
+    "grid": lambda s, grid, seed: optuna.samplers.GridSampler(grid, seed=s.sampler_seed),
+}
+"""Every sampler by the name a search's `sampler` setting takes, given the settings, the grid (choice and
+range params) and the trial's seed: a new sampler is its entry here."""
 SEARCH = "search"  # study user attr: what the study searches (`Search.signature`)
 INTERRUPTED = "interrupted"  # trial user attr: why a FAIL trial does not count (it is queued again)
 SCORES = "seed_scores"  # trial user attr: {seed: final score}
@@ -89,12 +96,8 @@ class Search:
         takes `sampler_seed` alone: it gives the first trials the grid's points in the order that seed
         shuffles them, by trial number."""
         s = self.settings
-        if s.sampler == "grid":  # its seed shuffles the grid, whose order must hold for the whole study
-            return optuna.samplers.GridSampler(self.grid, seed=s.sampler_seed)
         seed = int(np.random.SeedSequence([s.sampler_seed, index]).generate_state(1)[0])
-        if s.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed)
+        return SAMPLERS[s.sampler](s, self.grid, seed)
 
 
 def check_search(config: DictConfig, loader: Any) -> Search:
@@ -177,7 +180,7 @@ def open_study(search: Search) -> optuna.Study:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         with store_lock(search.storage):  # two processes creating a SQLite storage's tables collide
-            storage = optuna.storages.RDBStorage(search.storage, engine_kwargs=engine_kwargs(search.storage))
+            storage = rdb_storage(search.storage)
             study = optuna.create_study(
                 storage=storage,
                 study_name=search.study_name,

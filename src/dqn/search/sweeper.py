@@ -33,11 +33,12 @@ from hydra.types import HydraContext, TaskFunction
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 from omegaconf import DictConfig
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dqn.search.results import write_results
 from dqn.search.study import INTERRUPTED, SCORES, Search, check_search, open_study
-from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, judge
+from dqn.search.trial import FINISHED, JUDGED_AGAINST, PRUNED, PRUNER, SEEDS, judge, rdb_storage, trial_id
 from dqn.sweep_protocol import SUPERSEDED, read_sweep, sweep_stopping
 from dqn.tracking.store import FolderLock, folder_in_use, redact, sqlite_path, store_lock, tracking_uri
 
@@ -92,10 +93,12 @@ class OptunaSearch:
         self.job_idx = 0
         self.running: list[optuna.Trial] = []
         self.mlflow: tuple[MlflowClient, Run] | None = None
+        self.storage: BaseStorage | None = None  # the study's, for writes to a trial by its number
 
     def sweep(self, arguments: list[str]) -> optuna.Study:
         search = check_search(self.config, self.hydra_context.config_loader)
         study = open_study(search)
+        self.storage = rdb_storage(search.storage)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         self.mlflow = self.parent()
         lock = FolderLock(self.sweep_dir)  # other commands see this command's trials as alive
@@ -172,7 +175,7 @@ class OptunaSearch:
     def interrupt(self, study: optuna.Study, number: int, why: str) -> None:
         """`interrupt` the trial, and mark every run of its jobs superseded, the FINISHED ones too: its params
         run again as a new trial, whose runs are the ones the report counts (one score per config and seed)."""
-        interrupt(study, number, why)
+        interrupt(study, self.storage, number, why)
         if self.mlflow is None:
             return
         client = self.mlflow[0]
@@ -193,15 +196,15 @@ class OptunaSearch:
         here on every report that arrived), FAIL if a job failed (or, in a stopping command, interrupted:
         queued again), else COMPLETE with the mean final score of its seeds."""
         scores = [r.return_value if r.status is JobStatus.COMPLETED else None for r in returns]
-        storage = study._storage
-        verdict = judge(storage.get_trial(trial._trial_id), study.get_trials(deepcopy=False, states=FINISHED))
+        storage, key = self.storage, trial_id(self.storage, study.study_name, trial.number)
+        verdict = judge(storage.get_trial(key), study.get_trials(deepcopy=False, states=FINISHED))
         for step, value in verdict.values.items():  # what the sampler and later trials see: no step past the cut
-            storage.set_trial_intermediate_value(trial._trial_id, step, value)
-        for key, value in verdict.rungs.items():
-            storage.set_trial_system_attr(trial._trial_id, key, value)
+            storage.set_trial_intermediate_value(key, step, value)
+        for name, value in verdict.rungs.items():
+            storage.set_trial_system_attr(key, name, value)
         if verdict.pruned_at is not None:
             record = {"step": verdict.pruned_at, "value": verdict.values[verdict.pruned_at]}
-            storage.set_trial_user_attr(trial._trial_id, PRUNED, record)
+            storage.set_trial_user_attr(key, PRUNED, record)
             state = tell(study, trial, TrialState.PRUNED)
         elif None in scores and sweep_stopping(self.sweep_dir):
             self.interrupt(study, trial.number, "the command running it was stopped")
@@ -246,16 +249,15 @@ def tell(study: optuna.Study, trial: optuna.Trial | int, state: TrialState, valu
     return state
 
 
-def interrupt(study: optuna.Study, number: int, why: str) -> None:
+def interrupt(study: optuna.Study, storage: BaseStorage, number: int, why: str) -> None:
     """A trial a stopped or killed command could not finish: FAIL, marked so it does not count, and queued
     to run again with the same params. Another command may have done it first: then nothing happens."""
-    storage = study._storage
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-    trial = storage.get_trial(trial_id)
+    key = trial_id(storage, study.study_name, number)
+    trial = storage.get_trial(key)
     if trial.state.is_finished():
         return
     try:
-        storage.set_trial_user_attr(trial_id, INTERRUPTED, why)
+        storage.set_trial_user_attr(key, INTERRUPTED, why)
         tell(study, number, TrialState.FAIL)
     except optuna.exceptions.UpdateFinishedTrialError:
         return

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from dqn.config import TrainConfig
+from dqn.stops import Pruned
 from dqn.tracking.recorder import Recorder
 from dqn.tracking.store import first_line
 
@@ -42,12 +44,6 @@ METRIC = "eval_return_mean"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 CheckFn = Callable[[Mapping[str, float], int], None]
-
-
-class Pruned(KeyboardInterrupt):
-    """The job's trial was pruned: training stops at this evaluation and the run ends KILLED, tagged `pruned`.
-
-    A KeyboardInterrupt, like `dqn.learn.Stopped`: a requested stop, not a failure of the job."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +73,20 @@ def trial_means(user_attrs: Mapping[str, Any], seeds: Sequence[int]) -> dict[int
     return {step: sum(curve[step] for curve in curves) / len(curves) for step in sorted(steps)}
 
 
+PRUNERS: dict[str, Callable[[Mapping[str, Any]], optuna.pruners.BasePruner]] = {
+    "median": lambda spec: optuna.pruners.MedianPruner(
+        n_startup_trials=spec["n_startup_trials"], n_warmup_steps=spec["n_warmup_steps"]
+    ),
+    "successive_halving": lambda spec: optuna.pruners.SuccessiveHalvingPruner(),
+    "none": lambda spec: optuna.pruners.NopPruner(),
+}
+"""Every pruner by the name a search's `pruner` setting takes, built from the trial's `pruner` record
+(`dqn.search.study.Search.pruner`): a new pruner is its entry here."""
+
+
 def make_pruner(spec: Mapping[str, Any]) -> optuna.pruners.BasePruner:
-    """The pruner a search's `pruner` setting names (dqn.config.SearchConfig)."""
-    if spec["kind"] == "median":
-        return optuna.pruners.MedianPruner(
-            n_startup_trials=spec["n_startup_trials"], n_warmup_steps=spec["n_warmup_steps"]
-        )
-    if spec["kind"] == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
-    return optuna.pruners.NopPruner()
+    """The pruner a trial's `pruner` record names."""
+    return PRUNERS[spec["kind"]](spec)
 
 
 def judge(trial: FrozenTrial, finished: Sequence[FrozenTrial]) -> Verdict:
@@ -123,8 +124,9 @@ def pruning(settings: TrainConfig, recorder: Recorder) -> CheckFn:
 class Reporter:
     """One job's link to its trial: its evaluations in, the pruning decision out."""
 
-    def __init__(self, study: optuna.Study, trial_id: int, number: int, seed: int, recorder: Recorder) -> None:
-        self.study, self.trial_id, self.number, self.seed, self.recorder = study, trial_id, number, seed, recorder
+    def __init__(self, study: optuna.Study, storage: BaseStorage, number: int, seed: int, recorder: Recorder) -> None:
+        self.study, self.storage, self.number, self.seed, self.recorder = study, storage, number, seed, recorder
+        self.trial_id = trial_id(storage, study.study_name, number)
         self.evals: dict[str, float] = {}
 
     @classmethod
@@ -133,10 +135,9 @@ class Reporter:
         trial = settings.trial
         try:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
-            storage = optuna.storages.RDBStorage(trial.storage, engine_kwargs=engine_kwargs(trial.storage))
+            storage = rdb_storage(trial.storage)
             study = optuna.load_study(study_name=trial.study, storage=storage)
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study._study_id, trial.number)
-            state = storage.get_trial(trial_id).state
+            state = storage.get_trial(trial_id(storage, trial.study, trial.number)).state
         except Exception as error:  # a missing study, an unreachable database: train on without pruning
             log.warning(
                 "trial %s of study %s unavailable, no pruning: %s", trial.number, trial.study, first_line(error)
@@ -145,9 +146,9 @@ class Reporter:
         if state != TrialState.RUNNING:  # e.g. a resumed run of a trial that has ended
             log.info("trial %s of study %s is %s: no pruning", trial.number, trial.study, state.name)
             return None
-        reporter = cls(study, trial_id, trial.number, settings.seed, recorder)
+        reporter = cls(study, storage, trial.number, settings.seed, recorder)
         # A requeued job continues its run: its seed's earlier evaluations stay in the running mean.
-        reporter.evals = dict(storage.get_trial(trial_id).user_attrs.get(f"{EVALS}{settings.seed}", {}))
+        reporter.evals = dict(storage.get_trial(reporter.trial_id).user_attrs.get(f"{EVALS}{settings.seed}", {}))
         return reporter
 
     def check(self, metrics: Mapping[str, float], step: int) -> None:
@@ -164,7 +165,7 @@ class Reporter:
 
     def report(self, step: int, value: float) -> dict[str, Any] | None:
         """Record this seed's evaluation and judge the trial; the `pruned` record if it is (now) pruned."""
-        storage = self.study._storage
+        storage = self.storage
         self.evals[str(step)] = value
         storage.set_trial_user_attr(self.trial_id, f"{EVALS}{self.seed}", self.evals)
         trial = storage.get_trial(self.trial_id)
@@ -199,6 +200,14 @@ class Reporter:
         raise Pruned(f"trial {self.number} pruned at step {step}: {why}")
 
 
-def engine_kwargs(url: str) -> dict[str, Any]:
-    """SQLite makes a writer wait 5 s before `database is locked`; a search's jobs and commands can wait longer."""
-    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """The study's storage, held by whoever writes to a trial: Optuna keeps a Study's and a Trial's own private.
+    SQLite makes a writer wait 5 s before `database is locked`; a search's jobs and commands can wait longer."""
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    )
+
+
+def trial_id(storage: BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of the study's trial `number`, by Optuna's public storage API."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
 from dqn.redaction import redact
+from dqn.stops import StopRequested
 from dqn.tracking.store import TrackingUnavailable, first_line
 
 log = logging.getLogger("dqn")
@@ -256,7 +257,7 @@ def ended(recorder: Recorder, signalled: Callable[[], bool] = lambda: False) -> 
     try:
         yield recorder
         status = RunStatus.FINISHED
-    except KeyboardInterrupt as error:
+    except (KeyboardInterrupt, StopRequested) as error:  # a second Ctrl-C, or a requested stop
         status = RunStatus.KILLED
         recorder.set_tag("end_reason", str(error) or "interrupted")
         raise
