@@ -50,11 +50,11 @@ report: $(STAMP) ## print the report of the most recent sweep (python -m dqn.cli
 	$(BIN)/python -m dqn.cli.compare $(ARGS)
 
 evaluate: $(STAMP) ## evaluate the shipped lander, trained/lunar-dqn.pth, over 100 greedy episodes (ARGS="video=true")
-	$(BIN)/python -m dqn.cli.evaluate checkpoint=trained/lunar-dqn.pth $(ARGS)
+	$(BIN)/python -m dqn.cli.evaluate weights=trained/lunar-dqn.pth $(ARGS)
 
 trained: $(STAMP) ## retrain the shipped lander from conf/experiment/trained_lander.yaml; ship it if it scores >= 250
 	$(BIN)/python -m dqn.train experiment=trained_lander hydra.run.dir=runs/trained $(ARGS)
-	$(BIN)/python -m dqn.cli.evaluate checkpoint=runs/trained/lunar-dqn.pth episodes=100 min_return_mean=250 \
+	$(BIN)/python -m dqn.cli.evaluate weights=runs/trained/lunar-dqn.pth episodes=100 min_return_mean=250 \
 		> runs/trained/evaluation.txt || { cat runs/trained/evaluation.txt; exit 1; }
 	cat runs/trained/evaluation.txt
 	mkdir -p trained

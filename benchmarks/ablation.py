@@ -38,7 +38,7 @@ from mlflow.entities import Run
 from scipy.stats import fisher_exact
 
 from dqn.config import TrainConfig
-from dqn.report.statistics import HOVER, SeedRun, stalls, summarize
+from dqn.report.statistics import HOVER, SeedRun, stalls, stats_by_group
 from dqn.report.sweep_report import search_all, seed_run
 
 EXERCISE = ["experiment=exercise"]
@@ -129,7 +129,7 @@ def table(seeds: dict[str, list[SeedRun]], seconds: dict[str, float]) -> str:
     ]
     for variant, runs in seeds.items():
         scored = [run for run in runs if run.score is not None]
-        (row,) = summarize(scored) or [None]
+        (row,) = stats_by_group(scored) or [None]
         if row is None or not scored:
             lines.append(f"| {variant} | 0 | - | - | - | - | - | - | - | - | - | - | - |")
             continue

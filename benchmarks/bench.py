@@ -173,7 +173,7 @@ def tracking_overhead(steps: int) -> tuple[float, float, float]:
     learn(cfg)
     off = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
-        client, experiment_id = store.open_store(store.default_store(Path(tmp)), "bench")
+        client, experiment_id = store.open_experiment(store.default_store(Path(tmp)), "bench")
         recorder = recorder.Recorder(client, client.create_run(experiment_id).info.run_id, Path(tmp) / "job")
         inside = 0.0
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from dqn.report.statistics import summarize, verdict
+from dqn.report.statistics import stats_by_group, verdict
 from dqn.report.sweep_report import markdown_table, search_all, seed_run
 
 GRID, SEARCH = "local-optimum-grid", "local-optimum-search"
@@ -144,7 +144,7 @@ def print_tables(client: MlflowClient, picks: dict[str, list[str]], seconds: dic
         for parent in parents(client, FRESH + experiment)[-1:]
         for run in jobs(client, parent)
     ]
-    rows = summarize(fresh_runs)
+    rows = stats_by_group(fresh_runs)
     print(f"\nBudget: {args.steps or 'the configs'} env steps a job; {args.workers} joblib workers.\n")
     print(
         "| method | jobs | env steps | wall s | pruned trials | pick | its score there | "

@@ -22,17 +22,15 @@ from dqn.cli.evaluate import (
     EvaluateConfig,
     EvaluationError,
     TrackingConfig,
-    evaluate,
+    evaluate_command,
     evaluate_weights,
-    outcome,
     report,
-    summarize,
 )
 from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator
-from dqn.policy import evaluate_episodes
+from dqn.policy import evaluate_episodes, outcome, summarize_episodes
 from dqn.tracking.models import log_model
-from dqn.tracking.store import open_store
+from dqn.tracking.store import open_experiment
 from dqn.video import record_episode
 
 NOOP, MAIN_ENGINE = 0, 2
@@ -93,28 +91,30 @@ def test_outcomes_of_real_episodes(episodes):
 def test_summary_matches_the_episodes(episodes):
     played = [e for kind in ("crashed", "timed_out", "landed") for e in episodes[kind]]
     returns = np.array([e.score for e in played])
-    summary = summarize(played)
+    summary = summarize_episodes(played)
     assert summary.episodes == 6
     assert summary.return_mean == pytest.approx(returns.mean())
     assert summary.return_std == pytest.approx(np.sqrt(np.sum((returns - returns.mean()) ** 2) / 5))  # sample std
     assert (summary.return_min, summary.return_max) == (returns.min(), returns.max())
     assert summary.success_rate == pytest.approx(np.sum(returns >= 200) / 6)  # a share of episodes
     assert (summary.landed, summary.crashed, summary.timed_out) == pytest.approx((2 / 6, 2 / 6, 2 / 6))
-    assert set(summary.metrics()) == {
+    assert summary.length_mean == pytest.approx(np.mean([e.length for e in played]))
+    assert set(summary.metrics("evaluate_")) == {
         f"evaluate_{k}"
         for k in ("episodes", "return_mean", "return_std", "return_min", "return_max", "success_rate")
-        + ("landed", "crashed", "timed_out")
+        + ("length_mean", "landed", "crashed", "timed_out")
     }
 
 
-def test_cli_evaluates_a_checkpoint_and_prints_the_summary(tmp_path):
+@pytest.mark.parametrize("key", ["weights", "checkpoint"])  # checkpoint: the key's old name, still accepted
+def test_cli_evaluates_a_weights_file_and_prints_the_summary(tmp_path, key):
     weights = saved_weights(tmp_path / "lunar-dqn.pth")
-    done = cli(tmp_path, f"checkpoint={weights}", "episodes=3", "max_episode_steps=200")
+    done = cli(tmp_path, f"{key}={weights}", "episodes=3", "max_episode_steps=200")
     assert done.returncode == 0, done.stderr
     _, played = evaluate_weights(weights, "LunarLander-v3", 3, seed=0, max_episode_steps=200)
-    expected = report(summarize(played), "", 200).splitlines()[1:]
+    expected = report(summarize_episodes(played), "", 200).splitlines()[1:]
     assert all(line in done.stdout for line in expected), done.stdout
-    assert not (tmp_path / "mlruns").exists()  # a checkpoint is evaluated without touching MLflow
+    assert not (tmp_path / "mlruns").exists()  # a weights file is evaluated without touching MLflow
     (log,) = tmp_path.glob("runs/evaluate/*/*/evaluate.log")  # where the README says outputs go
     assert all(line in log.read_text() for line in expected) and f"outputs in {log.parent}" in log.read_text()
     assert done.stdout.count(expected[0]) == 1  # printed once, not also through the log's console handler
@@ -129,9 +129,11 @@ def test_help_lists_only_the_commands_own_keys(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["checkpoint=x.pth", "seed=-1"], "seed=-1 is invalid"),
-        (["checkpoint=x.pth", "env_id=Pendulum-v1"], "env_id=Pendulum-v1 is invalid: allowed an env with discrete"),
-        (["checkpoint=x.pth", "video_episodes=3", "episodes=2"], "video_episodes=3 is invalid: allowed an integer in"),
+        (["weights=x.pth", "seed=-1"], "seed=-1 is invalid"),
+        (["weights=x.pth", "env_id=Pendulum-v1"], "env_id=Pendulum-v1 is invalid: allowed an env with discrete"),
+        (["weights=x.pth", "env_id=NoSuchEnv-v0"], "env_id=NoSuchEnv-v0 is invalid: allowed a registered gymnasium"),
+        (["weights=x.pth", "video_episodes=3", "episodes=2"], "video_episodes=3 is invalid: allowed an integer in"),
+        (["weights=x.pth", "checkpoint=x.pth"], "weights= and checkpoint= are one key"),
     ],
 )
 def test_cli_refuses_bad_values_in_one_line(tmp_path, args, message):
@@ -140,12 +142,12 @@ def test_cli_refuses_bad_values_in_one_line(tmp_path, args, message):
     assert message in done.stderr and "\n" not in done.stderr.strip()
 
 
-@pytest.mark.parametrize("args", [["episodes=2"], ["checkpoint=x.pth", "run_id=abc"]], ids=["neither", "both"])
-def test_cli_wants_exactly_one_of_run_id_and_checkpoint(tmp_path, args):
+@pytest.mark.parametrize("args", [["episodes=2"], ["weights=x.pth", "run_id=abc"]], ids=["neither", "both"])
+def test_cli_wants_exactly_one_of_run_id_and_weights(tmp_path, args):
     done = cli(tmp_path, *args)
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "run_id" in done.stderr and "checkpoint" in done.stderr
+    assert "run_id" in done.stderr and "weights" in done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,7 @@ def store(tmp_path_factory) -> str:
 
 def new_run(store: str, request: pytest.FixtureRequest) -> tuple[MlflowClient, str]:
     """A RUNNING run in an experiment named after the test, artifacts beside the store as training has them."""
-    client, experiment_id = open_store(store, request.node.name)
+    client, experiment_id = open_experiment(store, request.node.name)
     return client, client.create_run(experiment_id).info.run_id
 
 
@@ -176,10 +178,10 @@ def test_evaluating_a_run_logs_evaluate_metrics_and_the_video(store, project, re
         video_episodes=2,
         mlflow=TrackingConfig(tracking_uri=store),
     )
-    summary = evaluate(settings, project / "out")
+    summary = evaluate_command(settings, project / "out")
     after = client.get_run(run_id)
     assert {k: v for k, v in after.data.metrics.items() if k.startswith("evaluate_")} == pytest.approx(
-        summary.metrics()
+        summary.metrics("evaluate_")
     )
     assert after.data.metrics["evaluate_episodes"] == 3
     assert after.data.tags["evaluate_time_limit"] == "30"
@@ -191,9 +193,9 @@ def test_evaluating_a_run_logs_evaluate_metrics_and_the_video(store, project, re
 
 def test_a_missing_run_or_file_is_refused_by_name(store, project):
     with pytest.raises(EvaluationError, match="run_id=0123abc: no such run"):
-        evaluate(EvaluateConfig(run_id="0123abc", mlflow=TrackingConfig(tracking_uri=store)), project)
-    with pytest.raises(EvaluationError, match="checkpoint=missing.pth: no such file"):
-        evaluate(EvaluateConfig(checkpoint="missing.pth"), project)
+        evaluate_command(EvaluateConfig(run_id="0123abc", mlflow=TrackingConfig(tracking_uri=store)), project)
+    with pytest.raises(EvaluationError, match="weights=missing.pth: no such file"):
+        evaluate_command(EvaluateConfig(weights="missing.pth"), project)
 
 
 @pytest.mark.slow

@@ -109,5 +109,7 @@ def test_exercise_evaluate_is_importable_from_dqn_even_after_the_evaluation_comm
     from dqn import evaluate as from_package
 
     estimator = constant_q(env, [1.0, 0.0, 0.0, 0.0])
-    score = from_package(estimator, make_env("LunarLander-v3"))
-    assert np.isfinite(score) and score < 0
+    lander = make_env("LunarLander-v3")
+    lander.reset(seed=0)  # the exercise's evaluate resets unseeded: seeded once here, its episode is fixed
+    score = from_package(estimator, lander)
+    assert np.isfinite(score) and score < 0  # doing nothing, the lander falls

@@ -124,7 +124,7 @@ def test_processes_opening_a_store_that_does_not_exist_yet_never_collide(tmp_pat
         "go = pathlib.Path(sys.argv[2])\n"
         "(go.parent / f'ready-{os.getpid()}').touch()\n"
         "while not go.exists(): time.sleep(0.01)\n"
-        "store.open_store(sys.argv[1], 'exp')\n"
+        "store.open_experiment(sys.argv[1], 'exp')\n"
     )
     for attempt in range(2):
         uri = f"sqlite:///{tmp_path / str(attempt) / 'mlflow.db'}"

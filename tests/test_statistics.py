@@ -19,8 +19,8 @@ from dqn.report.statistics import (
     permutation_p,
     probability_of_improvement,
     seeds_for_power,
+    stats_by_group,
     step_down,
-    summarize,
     verdict,
 )
 
@@ -55,7 +55,7 @@ def test_a_seed_that_never_took_off_stalls():
         seed_run("lr=0.001", 1, [(10_000, -300, 31.0), (20_000, 0, 60.0)]),  # reached 0 exactly: took off
         SeedRun("lr=0.001", 2, -80.0, 0.0, ()),  # no evaluation at all: nothing shows it took off
     ]
-    (row,) = summarize(runs)
+    (row,) = stats_by_group(runs)
     assert row.stall_rate == pytest.approx(2 / 3)
 
 
@@ -66,7 +66,7 @@ def test_group_statistics_match_hand_computed_values():
         seed_run("lr=0.001", 2, [(10_000, 210, 29.0), (20_000, 190, 58.0), (30_000, 210, 90.0)], truncated=0.5),
         SeedRun("lr=0.001", 3, -50.0, 0.9, [(30_000, -50, 99.0), (10_000, 220, 33.0), (20_000, 100, 66.0)]),
     ]
-    (row,) = summarize(runs)
+    (row,) = stats_by_group(runs)
     finals = [250, 180, 210, -50]
     mean = sum(finals) / 4
     assert row.group == "lr=0.001" and row.n_seeds == 4 and row.note == ""
@@ -84,7 +84,7 @@ def test_group_statistics_match_hand_computed_values():
 
 
 def test_the_ci_starts_at_five_seeds_and_holds_the_iqm():
-    rows = {row.group: row for row in summarize(scored({"four": [1, 2, 3, 4], "five": [5, 90, 20, 300, 150]}))}
+    rows = {row.group: row for row in stats_by_group(scored({"four": [1, 2, 3, 4], "five": [5, 90, 20, 300, 150]}))}
     assert rows["four"].ci_low is None and rows["four"].seeds == (1, 2, 3, 4)
     five = rows["five"]
     assert 5 <= five.ci_low < five.iqm < five.ci_high <= 300
@@ -92,18 +92,18 @@ def test_the_ci_starts_at_five_seeds_and_holds_the_iqm():
 
 
 def test_a_score_of_exactly_200_is_solved():
-    (row,) = summarize([seed_run("g", 0, [(1, 200.0, 1.0)])])
+    (row,) = stats_by_group([seed_run("g", 0, [(1, 200.0, 1.0)])])
     assert row.seeds_solved == "1/1" and row.n_reached_200 == 1 and row.median_steps_to_200 == 1
 
 
 def test_no_seed_reaching_200_leaves_the_medians_empty():
-    (row,) = summarize([seed_run("g", s, [(1, 150.0, 1.0)]) for s in range(3)])
+    (row,) = stats_by_group([seed_run("g", s, [(1, 150.0, 1.0)]) for s in range(3)])
     assert row.n_reached_200 == 0 and row.median_steps_to_200 is None and row.median_seconds_to_200 is None
 
 
 def test_a_single_seed_has_no_spread_and_no_ci():
     runs = [seed_run("a", seed, [(1, 100.0 + seed, 1.0)]) for seed in range(5)] + [seed_run("b", 7, [(1, 42.0, 1.0)])]
-    rows = {row.group: row for row in summarize(runs)}
+    rows = {row.group: row for row in stats_by_group(runs)}
     assert rows["a"].n_seeds == 5 and rows["b"].n_seeds == 1
     b = rows["b"]
     assert b.iqm == b.mean == pytest.approx(42.0) and b.seeds == (42.0,)
@@ -116,7 +116,7 @@ def test_seeds_without_a_score_are_not_counted_and_fallback_scores_are_noted():
         SeedRun("a", 1, None),  # finished, never evaluated
         SeedRun("a", 2, 150.0, 0.8, scored_by=LAST_SCORE),  # an older run: its last in-training evaluation
     ]
-    (row,) = summarize(runs)
+    (row,) = stats_by_group(runs)
     assert row.n_seeds == 2 and row.seeds == (150.0, 210.0) and row.hover_rate == 0.5
     assert row.note == (
         "1 of 3 finished seeds without evaluations, not counted; "
@@ -126,7 +126,7 @@ def test_seeds_without_a_score_are_not_counted_and_fallback_scores_are_noted():
 
 def test_the_ci_is_reproducible():
     runs = [seed_run("a", seed, [(1, float(v), 1.0)]) for seed, v in enumerate([5, 90, 20, 300, 150, 60])]
-    assert summarize(runs) == summarize(list(reversed(runs)))
+    assert stats_by_group(runs) == stats_by_group(list(reversed(runs)))
 
 
 def test_rows_are_sorted_best_first_and_groups_without_evaluations_last():
@@ -136,7 +136,7 @@ def test_rows_are_sorted_best_first_and_groups_without_evaluations_last():
         seed_run("top", 0, [(1, 300.0, 1.0)]),
         seed_run("low", 0, [(1, 100.0, 1.0)]),
     ]
-    rows = summarize(runs)
+    rows = stats_by_group(runs)
     assert [row.group for row in rows] == ["top", "mid", "low", "none"]
     assert rows[-1].n_seeds == 0 and rows[-1].iqm is None and rows[-1].note == "no evaluations"
 
@@ -147,7 +147,7 @@ def test_runs_that_did_not_finish_are_not_seeds_but_are_noted():
         SeedRun("a", 1, None, status="FAILED"),
         SeedRun("b", 0, None, status="KILLED"),
     ]
-    rows = {row.group: row for row in summarize(runs)}
+    rows = {row.group: row for row in stats_by_group(runs)}
     assert rows["a"].n_seeds == 1 and rows["a"].iqm == 100.0 and rows["a"].note == "skipped 1 FAILED"
     assert rows["b"].n_seeds == 0 and rows["b"].iqm is None and rows["b"].note == "no finished runs; skipped 1 KILLED"
 
@@ -264,7 +264,7 @@ def exact_range_p(groups: list[list[float]]) -> float:
 
 def test_the_step_down_is_a_range_test_then_the_best_against_the_runner_up():
     groups = {"best": [250, 262, 270], "close": [240, 255, 258], "far": [100, 120, 90]}
-    result = verdict(summarize(scored(groups)))
+    result = verdict(stats_by_group(scored(groups)))
     close, far = result.comparisons
     # step 1: all three alike? (9!/(3!3!3!) = 1,680 splits); step 2: best v close alone (20 splits)
     first = exact_range_p(list(groups.values()))
@@ -276,20 +276,20 @@ def test_the_step_down_is_a_range_test_then_the_best_against_the_runner_up():
 
 def test_a_design_that_cannot_show_a_best_config_says_so():
     groups = {"A": [240, 250, 255], "B": [100, 110, 120], "C": [50, 60, 70]}  # as far apart as 3 seeds can be
-    result = verdict(summarize(scored(groups)))
+    result = verdict(stats_by_group(scored(groups)))
     # the last step is 3 v 3 seeds: the observed split and its mirror are 2 of 20 splits, p >= 0.1 whatever the data
     assert result.floor == pytest.approx(exact_range_p([[1, 2, 3], [10, 11, 12]])) == pytest.approx(0.1)
     assert not result.supported and not result.separated
     assert "with 3 seeds and 3 groups no single config can be shown best at p < 0.05" in result.headline
     assert "the smallest p this comparison can reach is 0.100" in result.headline
     assert result.comparisons[0].p_value == pytest.approx(0.1)
-    five = verdict(summarize(scored({"A": [240, 250, 255, 260, 245], "B": [150, 160, 170, 155, 165]})))
+    five = verdict(stats_by_group(scored({"A": [240, 250, 255, 260, 245], "B": [150, 160, 170, 155, 165]})))
     assert five.supported and five.floor == pytest.approx(4 / 252) and five.separated
 
 
 def test_a_clear_difference_is_separated_with_its_effect_size():
     a, b = [240, 250, 255, 260, 245, 251, 230], [198, 200, 202, 150, 190, 201, 180]
-    result = verdict(summarize(scored({"A": a, "B": b})))
+    result = verdict(stats_by_group(scored({"A": a, "B": b})))
     (comparison,) = result.comparisons
     assert result.separated and "better than every other group (step-down" in result.headline
     # All of A above all of B, and the same with A's lowest and B's highest swapped (both trimmed, so the IQMs
@@ -302,8 +302,8 @@ def test_a_clear_difference_is_separated_with_its_effect_size():
 
 
 def test_verdict_with_one_group_or_none():
-    assert "Only one group" in verdict(summarize(scored({"a": [120, 130]}))).headline
-    assert verdict(summarize([SeedRun("empty", 0, None)])).headline == "No group has an evaluation to compare."
+    assert "Only one group" in verdict(stats_by_group(scored({"a": [120, 130]}))).headline
+    assert verdict(stats_by_group([SeedRun("empty", 0, None)])).headline == "No group has an evaluation to compare."
 
 
 @pytest.mark.parametrize(
@@ -319,5 +319,5 @@ def test_same_distribution_groups_are_called_different_at_most_5_percent_of_the_
     claims = 0
     for _ in range(sweeps):
         runs = scored({f"g{g}": list(audit_draw(rng, n)) for g, n in enumerate(sizes)})
-        claims += any(comparison.separated for comparison in verdict(summarize(runs)).comparisons)
+        claims += any(comparison.separated for comparison in verdict(stats_by_group(runs)).comparisons)
     assert claims / sweeps <= 0.05

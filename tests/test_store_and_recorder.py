@@ -10,7 +10,7 @@ from dqn.tracking.store import (
     experiment_name,
     flatten,
     get_or_create_experiment,
-    open_store,
+    open_experiment,
     redact,
     tracking_uri,
 )
@@ -56,7 +56,7 @@ def test_get_or_create_experiment_is_idempotent(store):
 
 
 def new_recorder(store: str, folder: Path) -> Recorder:
-    client, experiment_id = open_store(store, "exp")
+    client, experiment_id = open_experiment(store, "exp")
     run = client.create_run(experiment_id, run_name="r", tags={"a": "b"})
     return Recorder(client, run.info.run_id, folder, flush_seconds=3600)  # nothing sent until the end
 
@@ -100,7 +100,7 @@ def test_an_error_after_a_stop_signal_ends_the_run_killed(store, tmp_path):
 
 def test_a_failed_delivery_keeps_every_metric_on_disk_and_sends_it_later(store, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would take minutes
-    client, experiment_id = open_store(store, "exp")
+    client, experiment_id = open_experiment(store, "exp")
     run_id = client.create_run(experiment_id).info.run_id
     unreachable = MlflowClient("http://127.0.0.1:9")  # nothing listens: every write fails at once
     recorder = Recorder(unreachable, run_id, tmp_path, flush_seconds=3600)
@@ -133,7 +133,7 @@ def test_reopened_run_continues_without_duplicates(store, tmp_path):
 
 def test_unreachable_server_is_refused_with_its_address():
     with pytest.raises(TrackingUnavailable, match="127.0.0.1:9"):
-        open_store("http://127.0.0.1:9", "exp")
+        open_experiment("http://127.0.0.1:9", "exp")
 
 
 def test_disabled_tracking_keeps_history_and_writes_nothing():

@@ -12,14 +12,14 @@ import sys
 import pytest
 import requests
 
-from dqn.tracking.store import open_store
+from dqn.tracking.store import open_experiment
 from tests.services import clean_env, free_port, wait_until
 
 pytestmark = pytest.mark.slow  # real processes and services: make test-all
 
 
 def test_the_ui_prints_the_address_of_our_experiments_runs_and_serves_it_quietly(project, store):
-    _, experiment_id = open_store(store, "dqn-lunar-lander")
+    _, experiment_id = open_experiment(store, "dqn-lunar-lander")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "dqn.cli.ui", "--port", str(port)],

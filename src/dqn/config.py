@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import inspect
 import math
 import typing
@@ -284,10 +285,15 @@ class ConfigError(ValueError):
     """A config value that no training should start with."""
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def require(ok: bool, key: str, value: Any, allowed: str, prefix: str = "") -> None:
+    """Unless `ok`, refuse `key=value` in one line that names what is allowed (every command's refusals)."""
     if not ok:
         shown = "null" if value is None else value.value if isinstance(value, Enum) else value
-        raise ConfigError(f"{key}={shown} is invalid: allowed {allowed}")
+        raise ConfigError(f"{prefix}{key}={shown} is invalid: allowed {allowed}")
+
+
+require_sweeper = functools.partial(require, prefix="hydra.sweeper.")
+"""`require` for a sweeper's settings (a search's, a race's), named as the command line sets them."""
 
 
 def unknown_keys(tree: Mapping[str, Any], schema: type = TrainConfig, prefix: str = "") -> list[str]:
@@ -311,44 +317,44 @@ def validate(cfg: TrainConfig) -> None:
     """Raise ConfigError naming the first bad key, its value and what is allowed."""
     for key in FLOATS:
         value = getattr(cfg, key)
-        _check(value is None or math.isfinite(value), key, value, "a finite number")
-    _check(0 <= cfg.seed < SEED_LIMIT, "seed", cfg.seed, f"an integer in [0, {SEED_LIMIT - 1}]")
-    _check(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
-    _check(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
-    _check(cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a float > 0")
-    _check(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a float >= 0")
-    _check(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
-    _check(0 < cfg.tau <= 1, "tau", cfg.tau, "a float in (0, 1]")
-    _check(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")
-    _check(cfg.max_time is None or cfg.max_time > 0, "max_time", cfg.max_time, "seconds > 0 or null")
-    _check(
+        require(value is None or math.isfinite(value), key, value, "a finite number")
+    require(0 <= cfg.seed < SEED_LIMIT, "seed", cfg.seed, f"an integer in [0, {SEED_LIMIT - 1}]")
+    require(cfg.batch_size > 0, "batch_size", cfg.batch_size, "an integer >= 1")
+    require(cfg.lr > 0, "lr", cfg.lr, "a float > 0")
+    require(cfg.adam_eps > 0, "adam_eps", cfg.adam_eps, "a float > 0")
+    require(cfg.weight_decay >= 0, "weight_decay", cfg.weight_decay, "a float >= 0")
+    require(0 <= cfg.gamma <= 1, "gamma", cfg.gamma, "a float in [0, 1]")
+    require(0 < cfg.tau <= 1, "tau", cfg.tau, "a float in (0, 1]")
+    require(cfg.total_steps is None or cfg.total_steps > 0, "total_steps", cfg.total_steps, "an integer >= 1 or null")
+    require(cfg.max_time is None or cfg.max_time > 0, "max_time", cfg.max_time, "seconds > 0 or null")
+    require(
         cfg.total_steps is not None or cfg.max_time is not None,
         "total_steps",
         cfg.total_steps,
         "an integer >= 1 when max_time is null (training needs a budget)",
     )
     for key in ("learning_starts", "eval_every", "eval_episodes", "final_eval_episodes", "checkpoint_every"):
-        _check(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
-    _check(cfg.eval_episodes <= MAX_EVAL_EPISODES, "eval_episodes", cfg.eval_episodes, f"at most {MAX_EVAL_EPISODES}")
+        require(getattr(cfg, key) >= 0, key, getattr(cfg, key), "an integer >= 0")
+    require(cfg.eval_episodes <= MAX_EVAL_EPISODES, "eval_episodes", cfg.eval_episodes, f"at most {MAX_EVAL_EPISODES}")
     for key in ("train_freq", "gradient_steps", "target_update_interval", "torch_threads", "n_step"):
-        _check(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
-    _check(
+        require(getattr(cfg, key) >= 1, key, getattr(cfg, key), "an integer >= 1")
+    require(
         cfg.max_grad_norm is None or cfg.max_grad_norm > 0, "max_grad_norm", cfg.max_grad_norm, "a float > 0 or null"
     )
-    _check(
+    require(
         cfg.buffer.capacity >= cfg.batch_size,
         "buffer.capacity",
         cfg.buffer.capacity,
         f"an integer >= batch_size ({cfg.batch_size})",
     )
-    _check(
+    require(
         bool(cfg.network.hidden_sizes) and all(n > 0 for n in cfg.network.hidden_sizes),
         "network.hidden_sizes",
         cfg.network.hidden_sizes,
         "a non-empty list of integers >= 1",
     )
-    _check(not cfg.lr_anneal or cfg.total_steps is not None, "lr_anneal", True, "false when total_steps is null")
-    _check(cfg.resume is None or cfg.mlflow.enabled, "resume", cfg.resume, "null when mlflow.enabled=false")
+    require(not cfg.lr_anneal or cfg.total_steps is not None, "lr_anneal", True, "false when total_steps is null")
+    require(cfg.resume is None or cfg.mlflow.enabled, "resume", cfg.resume, "null when mlflow.enabled=false")
     if cfg.register:
         _validate_model_name(cfg.mlflow.registered_model_name)
     _validate_experiment_name(cfg.mlflow.experiment_name)
@@ -365,7 +371,7 @@ def _validate_model_name(name: str) -> None:
     try:
         mlflow_check(name)
     except MlflowException:
-        _check(False, "mlflow.registered_model_name", repr(name), "a non-empty name without '/' or ':'")
+        require(False, "mlflow.registered_model_name", repr(name), "a non-empty name without '/' or ':'")
 
 
 def _validate_experiment_name(name: str | None) -> None:
@@ -373,14 +379,14 @@ def _validate_experiment_name(name: str | None) -> None:
 
     shown = f"{name[:40]}... ({len(name)} characters)" if name and len(name) > 40 else repr(name)
     ok = name is None or bool(name.strip()) and len(name) <= MAX_EXPERIMENT_NAME_LENGTH
-    _check(ok, "mlflow.experiment_name", shown, f"null or a name of 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters")
+    require(ok, "mlflow.experiment_name", shown, f"null or a name of 1 to {MAX_EXPERIMENT_NAME_LENGTH} characters")
 
 
 def _validate_memory(capacity: int, observation_size: int) -> None:
     """The replay arrays are allocated whole at the start: refuse a buffer this machine cannot hold."""
     needed = capacity * (2 * 4 * observation_size + 8 + 4 + 4)  # two float32 observations, int64 action, reward, done
     available = _available_memory()
-    _check(
+    require(
         available is None or needed <= available,
         "buffer.capacity",
         capacity,
@@ -404,35 +410,41 @@ def _available_memory() -> int | None:
 def _validate_schedule(s: ScheduleConfig) -> None:
     for key in ("start", "end"):
         value = getattr(s, key)
-        _check(0 <= value <= 1, f"schedule.{key}", value, "an epsilon in [0, 1]")
+        require(0 <= value <= 1, f"schedule.{key}", value, "an epsilon in [0, 1]")
     if s.kind is not ScheduleKind.constant:
-        _check(s.end <= s.start, "schedule.end", s.end, f"an epsilon <= schedule.start ({s.start}) for a decay")
-        _check(s.decay_steps >= 1, "schedule.decay_steps", s.decay_steps, "an integer >= 1")
+        require(s.end <= s.start, "schedule.end", s.end, f"an epsilon <= schedule.start ({s.start}) for a decay")
+        require(s.decay_steps >= 1, "schedule.decay_steps", s.decay_steps, "an integer >= 1")
 
 
 def _validate_env(env: EnvConfig) -> int:
     """Check the env can be made as configured; return the length of its observation vector."""
-    examples = "LunarLander-v3, CartPole-v1, Acrobot-v1, MountainCar-v0"
-    if env.id not in gymnasium.registry:
-        _check(False, "env.id", env.id, f"a registered gymnasium id with discrete actions, such as {examples}")
     for key in ("max_episode_steps", "eval_max_episode_steps"):
         value = getattr(env, key)
-        _check(value is None or value >= 1, f"env.{key}", value, "an integer >= 1 or null")
+        require(value is None or value >= 1, f"env.{key}", value, "an integer >= 1 or null")
+    return check_env(env.id, env.kwargs)
+
+
+def check_env(env_id: str, kwargs: Mapping[str, Any], key: str = "env.id") -> int:
+    """Refuse an env DQN can neither train nor evaluate (unknown, continuous actions, an image observation),
+    naming `key`; return the length of its observation vector."""
+    examples = "LunarLander-v3, CartPole-v1, Acrobot-v1, MountainCar-v0"
+    require(
+        env_id in gymnasium.registry,
+        key,
+        env_id,
+        f"a registered gymnasium id with discrete actions, such as {examples}",
+    )
     try:
-        probe = gymnasium.make(env.id, **env.kwargs)
+        probe = gymnasium.make(env_id, **kwargs)
     except Exception as error:  # gymnasium passes kwargs to the env's constructor: any error can come back
-        shown = f"{env.kwargs} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-        _check(False, "env.kwargs", shown, f"keyword arguments that {env.id} accepts")
+        shown = f"{dict(kwargs)} ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        require(False, "env.kwargs", shown, f"keyword arguments that {env_id} accepts")
     actions, observations = probe.action_space, probe.observation_space
     probe.close()
-    _check(
-        isinstance(actions, gymnasium.spaces.Discrete),
-        "env.id",
-        env.id,
-        f"an env with discrete actions (DQN picks an argmax), such as {examples}",
-    )
+    discrete = isinstance(actions, gymnasium.spaces.Discrete)
+    require(discrete, key, env_id, f"an env with discrete actions (DQN picks an argmax), such as {examples}")
     vector = isinstance(observations, gymnasium.spaces.Box) and len(observations.shape) == 1
-    _check(vector, "env.id", env.id, f"an env whose observation is a vector (a 1-D Box), such as {examples}")
+    require(vector, key, env_id, f"an env whose observation is a vector (a 1-D Box), such as {examples}")
     return int(np.prod(observations.shape))
 
 
@@ -440,7 +452,7 @@ def _validate_device(device: Device) -> None:
     import torch
 
     if device is Device.cuda and not torch.cuda.is_available():
-        _check(False, "device", "cuda", "cpu or auto here: no CUDA GPU is visible to torch")
+        require(False, "device", "cuda", "cpu or auto here: no CUDA GPU is visible to torch")
 
 
 def as_typed(value: Any) -> str:

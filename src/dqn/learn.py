@@ -22,9 +22,9 @@ import torch
 
 from dqn.buffer import NStepTransitions
 from dqn.config import MAX_EVAL_EPISODES, TrainConfig
-from dqn.environment import SOLVED, make_env
+from dqn.environment import make_env
 from dqn.estimator import ActionValueEstimator, compute_target_values
-from dqn.policy import Episode, evaluate_episodes, select_action
+from dqn.policy import Episode, evaluate_episodes, select_action, summarize_episodes
 from dqn.schedules import make_schedule
 from dqn.state import TrainingState
 from dqn.stops import Stopped
@@ -136,7 +136,7 @@ class Hooks:
         """Every `eval_every` steps, a greedy evaluation."""
         cfg = self.cfg
         if cfg.eval_episodes and cfg.eval_every and self.s.step % cfg.eval_every == 0:
-            self.evaluate()
+            self.greedy_evaluation()
 
     def episode_end(self, episode: EpisodeTally, eps: float) -> None:
         """Before the reset: log the episode, checkpoint when due or asked to stop, then stop if asked."""
@@ -157,7 +157,7 @@ class Hooks:
         if stop:
             raise Stopped(f"stopped at step {s.step}")
 
-    def evaluate(self) -> None:
+    def greedy_evaluation(self) -> None:
         """Greedy episodes from fixed start seeds; the best weights so far are kept (ties go to the later)."""
         s, cfg = self.s, self.cfg
         since = time.perf_counter()
@@ -180,7 +180,7 @@ class Hooks:
         """A last evaluation and checkpoint; then the delivered weights and their fresh final evaluation."""
         s, cfg = self.s, self.cfg
         if cfg.eval_episodes and s.last_eval != s.step:
-            self.evaluate()
+            self.greedy_evaluation()
         if self.save is not None:
             self.save(s.state_dict())
         if cfg.keep_best and s.best_weights is not None:
@@ -196,14 +196,14 @@ class Hooks:
 
 
 def final_eval_metrics(episodes: list[Episode]) -> dict[str, float]:
-    """What the final evaluation logs. Its std is the sample std (NaN for one episode) and its
-    success rate the share of episodes with a return >= 200, as everywhere in the package."""
-    scores = np.array([e.score for e in episodes])
+    """What the final evaluation logs: the statistics `dqn-evaluate` reports (sample std, NaN for one
+    episode; success = return >= 200), under `final_eval_*`."""
+    s = summarize_episodes(episodes)
     return {
-        "final_eval_return_mean": float(scores.mean()),
-        "final_eval_return_std": float(scores.std(ddof=1)) if scores.size > 1 else math.nan,
-        "final_eval_success_rate": float(np.mean(scores >= SOLVED)),
-        "final_eval_truncated_fraction": float(np.mean([e.truncated for e in episodes])),
-        "final_eval_length_mean": float(np.mean([e.length for e in episodes])),
-        "final_eval_episodes": float(len(episodes)),
+        "final_eval_return_mean": s.return_mean,
+        "final_eval_return_std": s.return_std,
+        "final_eval_success_rate": s.success_rate,
+        "final_eval_truncated_fraction": s.timed_out,
+        "final_eval_length_mean": s.length_mean,
+        "final_eval_episodes": float(s.episodes),
     }

@@ -10,21 +10,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dqn.report.sweep_report import ReportError, find_sweep, render, sweep_dir, write_report
 from dqn.sweep_protocol import read_sweep
-from dqn.tracking.store import experiment_name, first_line, sqlite_path, tracking_uri
+from dqn.tracking.store import TrackingUnavailable, existing_store, experiment_name, first_line, tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        client = open_store(args.tracking_uri or tracking_uri(None, Path.cwd()))
+        client = existing_store(args.tracking_uri or tracking_uri(None, Path.cwd()))
         parent = find_sweep(client, args.experiment or experiment_name(None), sweep_id_of(args.sweep_id))
         report = write_report(client, parent.info.run_id, args.out or sweep_dir(parent))
-    except (ReportError, MlflowException, OSError) as error:
+    except (ReportError, TrackingUnavailable, MlflowException, OSError) as error:
         print(f"error: {first_line(error)}", file=sys.stderr)
         return 2
     print(render(report))
@@ -55,14 +54,6 @@ def sweep_id_of(given: str | None) -> str | None:
         return None
     record = read_sweep(Path(given)) if Path(given).is_dir() else None
     return record["sweep_id"] if record is not None else Path(given).name
-
-
-def open_store(uri: str) -> MlflowClient:
-    """A client on an existing store: a missing SQLite file is a wrong folder, not a store to create."""
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise ReportError(f"no MLflow store at {uri} (run from the project folder or pass --tracking-uri)")
-    return MlflowClient(uri)
 
 
 if __name__ == "__main__":

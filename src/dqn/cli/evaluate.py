@@ -2,7 +2,7 @@
 the result on the run that trained them.
 
     python -m dqn.cli.evaluate run_id=<run id> video=true   # also logs evaluate_* metrics and videos/ to the run
-    python -m dqn.cli.evaluate checkpoint=<run folder>/lunar-dqn.pth episodes=100
+    python -m dqn.cli.evaluate weights=<run folder>/lunar-dqn.pth episodes=100
 
 Its metrics are `evaluate_*`, not `final_eval_*`: those are the fresh evaluation training itself ends
 with (dqn.learn), on other start seeds and episode counts; one name, one meaning.
@@ -14,12 +14,11 @@ import logging
 import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium
 import hydra
-import numpy as np
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -28,26 +27,26 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dqn.config import SEED_LIMIT, TrackingConfig, describe, register_resolvers
+from dqn.config import SEED_LIMIT, ConfigError, TrackingConfig, check_env, describe, register_resolvers, require
 from dqn.environment import SOLVED, make_env
 from dqn.estimator import ActionValueEstimator
-from dqn.policy import Episode, evaluate_episodes
-from dqn.tracking.store import TrackingUnavailable, check_reachable, sqlite_path, tracking_uri
+from dqn.policy import Episode, Summary, evaluate_episodes, outcome, summarize_episodes
+from dqn.tracking.store import TrackingUnavailable, existing_store, tracking_uri
 from dqn.video import record_episode
 
 record = logging.getLogger("dqn.record")
 WEIGHTS = "lunar-dqn.pth"
 VIDEO = "lunar-dqn-seed{seed}.mp4"
-LANDED_REWARD = 100.0
-"""LunarLander's last reward when the lander comes to rest; a crash or flying off gives -100."""
 
 
 @dataclass
 class EvaluateConfig:
     run_id: str | None = None
     """An MLflow run whose `lunar-dqn.pth` artifact to evaluate; the results are logged to it."""
+    weights: str | None = None
+    """A weights file saved by ActionValueEstimator.save_weights (a run folder's lunar-dqn.pth); nothing is tracked."""
     checkpoint: str | None = None
-    """A weights file saved by ActionValueEstimator.save_weights; nothing is tracked."""
+    """The old name of `weights`, still accepted (a training checkpoint is another file: checkpoint.pt)."""
     episodes: int = 100
     """Greedy episodes, with start seeds seed, seed+1, ..."""
     seed: int = 0
@@ -65,53 +64,8 @@ class EvaluateConfig:
     mlflow: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(ConfigError):
     """Input that nothing can be evaluated with."""
-
-
-@dataclass(frozen=True)
-class Summary:
-    """How a set of greedy episodes went: how many, their returns, and the fraction of them with each result."""
-
-    episodes: int
-    return_mean: float
-    return_std: float
-    """Sample std (ddof=1; NaN for one episode)."""
-    return_min: float
-    return_max: float
-    success_rate: float
-    """Share of the episodes with a return >= SOLVED."""
-    landed: float
-    crashed: float
-    timed_out: float
-
-    def metrics(self) -> dict[str, float]:
-        """As MLflow metrics: evaluate_return_mean, ..., evaluate_episodes."""
-        return {f"evaluate_{key}": float(value) for key, value in asdict(self).items()}
-
-
-def outcome(episode: Episode) -> str:
-    """`landed` (came to rest: +100 last), `crashed` (terminated otherwise: crash or flying off, -100) or
-    `timed_out` (truncated by the time limit: the hovering lander). The landed/crashed split is LunarLander's."""
-    if episode.truncated:
-        return "timed_out"
-    return "landed" if episode.last_reward == LANDED_REWARD else "crashed"
-
-
-def summarize(episodes: list[Episode]) -> Summary:
-    """Return statistics (sample std) and the share of each outcome."""
-    returns = np.array([e.score for e in episodes])
-    outcomes = [outcome(e) for e in episodes]
-    share = {kind: outcomes.count(kind) / len(episodes) for kind in ("landed", "crashed", "timed_out")}
-    return Summary(
-        episodes=len(episodes),
-        return_mean=float(returns.mean()),
-        return_std=float(returns.std(ddof=1)) if returns.size > 1 else float("nan"),
-        return_min=float(returns.min()),
-        return_max=float(returns.max()),
-        success_rate=float(np.mean(returns >= SOLVED)),
-        **share,
-    )
 
 
 def load_estimator(weights: Path, env: gymnasium.Env) -> ActionValueEstimator:
@@ -120,10 +74,10 @@ def load_estimator(weights: Path, env: gymnasium.Env) -> ActionValueEstimator:
     try:
         estimator.load_weights(weights)
     except FileNotFoundError:
-        raise EvaluationError(f"checkpoint={weights}: no such file") from None
+        raise EvaluationError(f"weights={weights}: no such file") from None
     except (pickle.UnpicklingError, RuntimeError, KeyError, TypeError, EOFError) as error:
         raise EvaluationError(
-            f"checkpoint={weights} is not a weights file saved by ActionValueEstimator.save_weights "
+            f"weights={weights} is not a weights file saved by ActionValueEstimator.save_weights "
             f"({type(error).__name__})"
         ) from None
     return estimator
@@ -157,11 +111,7 @@ def report(summary: Summary, source: str, limit: int | None) -> str:
 def run_client(settings: EvaluateConfig) -> MlflowClient:
     """A client of the store that holds `run_id`; refuses a missing store or run instead of creating one."""
     uri = tracking_uri(settings.mlflow.tracking_uri, Path.cwd())
-    check_reachable(uri)
-    path = sqlite_path(uri)
-    if path is not None and not path.is_file():
-        raise EvaluationError(f"run_id={settings.run_id}: no such run: there is no tracking store at {uri}")
-    client = MlflowClient(uri)
+    client = existing_store(uri)  # a server that is down, a missing SQLite file: said in one line
     try:
         client.get_run(settings.run_id)
     except MlflowException:
@@ -183,7 +133,7 @@ def record_on_run(
     """The figures as `evaluate_*` metrics (step 0), the settings behind them as tags and the video under
     `videos/`; the run's status and end time stay as they were."""
     timestamp = int(time.time() * 1000)
-    metrics = [Metric(key, value, timestamp, 0) for key, value in summary.metrics().items()]
+    metrics = [Metric(key, value, timestamp, 0) for key, value in summary.metrics("evaluate_").items()]
     tags = [RunTag("evaluate_seed", str(settings.seed)), RunTag("evaluate_time_limit", str(time_limit(settings)))]
     client.log_batch(run_id, metrics=metrics, tags=tags)
     for video in videos:
@@ -215,42 +165,38 @@ def say(text: str) -> None:
 
 def check(settings: EvaluateConfig) -> None:
     """Refuse settings no evaluation should start with, naming the key."""
-    if (settings.run_id is None) == (settings.checkpoint is None):
+    if settings.weights is not None and settings.checkpoint is not None:
+        raise EvaluationError("weights= and checkpoint= are one key (checkpoint is its old name): allowed one of them")
+    weights = weights_file(settings)
+    if (settings.run_id is None) == (weights is None):
         got = "neither" if settings.run_id is None else "both"
-        raise EvaluationError(f"give exactly one of run_id=<MLflow run id> or checkpoint=<weights file> (got {got})")
-    if settings.episodes < 1:
-        raise EvaluationError(f"episodes={settings.episodes} is invalid: allowed an integer >= 1")
-    if not 1 <= settings.video_episodes <= settings.episodes:
-        raise EvaluationError(
-            f"video_episodes={settings.video_episodes} is invalid: allowed an integer in [1, {settings.episodes}]"
-        )
-    if settings.max_episode_steps is not None and settings.max_episode_steps < 1:
-        raise EvaluationError(
-            f"max_episode_steps={settings.max_episode_steps} is invalid: allowed an integer >= 1 or null"
-        )
-    if not 0 <= settings.seed < SEED_LIMIT:
-        raise EvaluationError(f"seed={settings.seed} is invalid: allowed an integer in [0, {SEED_LIMIT - 1}]")
-    if settings.env_id not in gymnasium.registry:
-        raise EvaluationError(f"env_id={settings.env_id} is invalid: allowed a registered gymnasium id")
-    probe = gymnasium.make(settings.env_id)
-    discrete = isinstance(probe.action_space, gymnasium.spaces.Discrete)
-    probe.close()
-    if not discrete:
-        raise EvaluationError(f"env_id={settings.env_id} is invalid: allowed an env with discrete actions")
-    if settings.checkpoint is not None and not Path(settings.checkpoint).is_file():
-        raise EvaluationError(f"checkpoint={settings.checkpoint}: no such file")
+        raise EvaluationError(f"give exactly one of run_id=<MLflow run id> or weights=<weights file> (got {got})")
+    require(settings.episodes >= 1, "episodes", settings.episodes, "an integer >= 1")
+    in_episodes = f"an integer in [1, {settings.episodes}]"
+    require(1 <= settings.video_episodes <= settings.episodes, "video_episodes", settings.video_episodes, in_episodes)
+    steps = settings.max_episode_steps
+    require(steps is None or steps >= 1, "max_episode_steps", steps, "an integer >= 1 or null")
+    require(0 <= settings.seed < SEED_LIMIT, "seed", settings.seed, f"an integer in [0, {SEED_LIMIT - 1}]")
+    check_env(settings.env_id, {}, key="env_id")
+    if weights is not None and not Path(weights).is_file():
+        raise EvaluationError(f"weights={weights}: no such file")
 
 
-def evaluate(settings: EvaluateConfig, out_dir: Path) -> Summary:
+def weights_file(settings: EvaluateConfig) -> str | None:
+    """The weights file to evaluate, under its name or its old one."""
+    return settings.weights if settings.weights is not None else settings.checkpoint
+
+
+def evaluate_command(settings: EvaluateConfig, out_dir: Path) -> Summary:
     """Everything `python -m dqn.cli.evaluate` does, without Hydra: evaluate, print, film, record on the run."""
     check(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
     client = run_client(settings) if settings.run_id else None
-    weights = fetch_weights(client, settings.run_id, out_dir) if client else Path(settings.checkpoint)
+    weights = fetch_weights(client, settings.run_id, out_dir) if client else Path(weights_file(settings))
     estimator, episodes = evaluate_weights(
         weights, settings.env_id, settings.episodes, settings.seed, settings.max_episode_steps
     )
-    summary = summarize(episodes)
+    summary = summarize_episodes(episodes)
     source = f"run {settings.run_id}" if client else str(weights)
     say(report(summary, f"{settings.env_id} from {source}, start seeds {settings.seed}+", time_limit(settings)))
     videos = film(estimator, settings, out_dir) if settings.video else []
@@ -271,7 +217,7 @@ register_resolvers()
 HELP = """python -m dqn.cli.evaluate: score trained weights over many greedy episodes, optionally film them.
 
   python -m dqn.cli.evaluate run_id=<run id> video=true video_episodes=3   # logs evaluate_* and videos/ to the run
-  python -m dqn.cli.evaluate checkpoint=<run folder>/lunar-dqn.pth          # the weights a training run saved
+  python -m dqn.cli.evaluate weights=<run folder>/lunar-dqn.pth          # the weights a training run saved
 
 Keys (key = default, then what it means):
 {keys}
@@ -286,8 +232,8 @@ def main(cfg: DictConfig) -> None:
     torch.set_num_threads(1)  # one observation per forward pass: more threads only add overhead
     settings: EvaluateConfig = OmegaConf.to_object(cfg)
     try:
-        summary = evaluate(settings, Path(HydraConfig.get().runtime.output_dir))
-    except (EvaluationError, TrackingUnavailable) as error:
+        summary = evaluate_command(settings, Path(HydraConfig.get().runtime.output_dir))
+    except (ConfigError, TrackingUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     if settings.min_return_mean is not None and summary.return_mean < settings.min_return_mean:

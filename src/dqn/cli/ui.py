@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from dqn.tracking.store import TrackingUnavailable, experiment_name, open_store, tracking_uri, ui_address
+from dqn.tracking.store import TrackingUnavailable, experiment_name, open_experiment, tracking_uri, ui_address
 
 QUIET = "ignore:starlette:UserWarning"
 """Starlette's deprecation warnings (`starlette.middleware.wsgi is deprecated ...`, a UserWarning subclass that
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     uri = args.store or tracking_uri(None, Path.cwd())
     name = experiment_name(args.experiment)
     try:
-        _, experiment_id = open_store(uri, name)  # tags the experiment so the UI's home opens it on its runs
+        _, experiment_id = open_experiment(uri, name)  # tags the experiment so the UI's home opens it on its runs
     except TrackingUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

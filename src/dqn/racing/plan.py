@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from dqn.config import ConfigError, RaceConfig
+from dqn.config import ConfigError, RaceConfig, require_sweeper
 from dqn.racing.elimination import Rules
 from dqn.search.space import composed_job
 from dqn.tracking.store import first_line, folder_in_use
@@ -61,16 +61,13 @@ class Plan:
         }
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: allowed {allowed}")
-
-
 def check_rules(s: RaceConfig) -> Rules:
     for key in ("first_seeds", "seeds_per_round", "max_seeds"):
-        _check(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
-    _check(s.max_seeds >= s.first_seeds, "max_seeds", s.max_seeds, f"an integer >= first_seeds ({s.first_seeds})")
-    _check(0 < s.alpha < 1, "alpha", s.alpha, "a float in (0, 1)")
+        require_sweeper(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
+    require_sweeper(
+        s.max_seeds >= s.first_seeds, "max_seeds", s.max_seeds, f"an integer >= first_seeds ({s.first_seeds})"
+    )
+    require_sweeper(0 < s.alpha < 1, "alpha", s.alpha, "a float in (0, 1)")
     return Rules(s.first_seeds, s.seeds_per_round, s.max_seeds, s.seed_budget, s.alpha)
 
 
@@ -88,14 +85,16 @@ def grid(params: dict[str, str], arguments: list[str]) -> tuple[list[list[str]],
             fixed.append(override.input_line)
             continue
         key, text = override.get_key_element(), override.input_line.split("=", 1)[1]
-        _check(key.lstrip("+~") != "seed", f"params.{key}", text, "no seed sweep: the race gives the seeds")
+        require_sweeper(key.lstrip("+~") != "seed", f"params.{key}", text, "no seed sweep: the race gives the seeds")
         try:
             values = list(override.sweep_string_iterator())
         except Exception:  # an interval has no points to race
-            _check(False, f"params.{key}", text, "a list, choice(...) or range(...): a race needs a grid")
+            require_sweeper(False, f"params.{key}", text, "a list, choice(...) or range(...): a race needs a grid")
         axes.append([f"{key}={value}" for value in values])
     points = [list(point) for point in itertools.product(*axes)]
-    _check(len(points) >= 2, "params", dict(params) or "{}", "a grid of at least 2 configs (e.g. lr: 1e-4,1e-3)")
+    require_sweeper(
+        len(points) >= 2, "params", dict(params) or "{}", "a grid of at least 2 configs (e.g. lr: 1e-4,1e-3)"
+    )
     return points, fixed
 
 
@@ -106,7 +105,7 @@ def check_race(config: DictConfig, loader: Any, arguments: list[str]) -> Plan:
     rules = check_rules(settings)
     configs, fixed = grid(dict(settings.params), arguments)
     first = len(configs) * rules.first_seeds
-    _check(
+    require_sweeper(
         settings.seed_budget is None or settings.seed_budget >= first,
         "seed_budget",
         settings.seed_budget,

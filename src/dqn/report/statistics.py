@@ -128,7 +128,7 @@ def first_reach(evals: Sequence[tuple[int, float, float | None]]) -> tuple[int, 
     return None
 
 
-def summarize(runs: Iterable[SeedRun]) -> list[GroupStats]:
+def stats_by_group(runs: Iterable[SeedRun]) -> list[GroupStats]:
     """One row per group (the seed is not part of it), best IQM first, groups without scores last."""
     by_group: dict[str, list[SeedRun]] = defaultdict(list)
     for run in runs:

@@ -34,7 +34,7 @@ from dqn.report.statistics import (
     SeedRun,
     Verdict,
     iqm_curves,
-    summarize,
+    stats_by_group,
     verdict,
 )
 from dqn.sweep_protocol import SUPERSEDED
@@ -147,7 +147,7 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
     if len(seeds) == sum(skipped.values()):
         raise ReportError(f"sweep {sweep_id!r} has no finished runs{_skipped_text(skipped, ' (', ')')}")
 
-    rows = summarize(seeds)
+    rows = stats_by_group(seeds)
     finished = sum(seed.status == "FINISHED" for seed in seeds)
     analysis = analyse(seeds)
     report = Report(

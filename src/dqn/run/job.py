@@ -38,7 +38,7 @@ from dqn.tracking.store import (
     experiment_name,
     flatten,
     git_commit,
-    open_store,
+    open_experiment,
     redact,
     tracking_uri,
 )
@@ -53,7 +53,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
         return Recorder(None, None), cfg, None, None
     root = Path.cwd()
     uri = tracking_uri(settings.mlflow.tracking_uri, root)
-    client, experiment_id = open_store(uri, experiment_name(settings.mlflow.experiment_name))
+    client, experiment_id = open_experiment(uri, experiment_name(settings.mlflow.experiment_name))
     overrides = list(hydra_cfg.overrides.task)
     if settings.resume:  # a requeued job's overrides are already in its run's config
         return continue_run(client, settings, [] if requeued else overrides, out_dir)

@@ -41,7 +41,7 @@ from dqn.tracking.store import (
     TrackingUnavailable,
     experiment_name,
     git_commit,
-    open_store,
+    open_experiment,
     redact,
     tracking_uri,
 )
@@ -101,7 +101,7 @@ class MlflowSweepCallback(Callback):
             return
         root = Path.cwd()
         uri = tracking_uri(config.mlflow.tracking_uri, root)
-        self.client, experiment_id = open_store(uri, experiment_name(config.mlflow.experiment_name))
+        self.client, experiment_id = open_experiment(uri, experiment_name(config.mlflow.experiment_name))
         self.sweep_dir = Path(config.hydra.sweep.dir).resolve()
         existing = read_sweep(self.sweep_dir)
         if existing is not None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from dqn.config import ConfigError, SearchConfig
+from dqn.config import ConfigError, SearchConfig, require_sweeper
 from dqn.search.space import bounds, composed_job, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import PRUNERS, rdb_storage
 from dqn.sweep_protocol import config_overrides
@@ -119,8 +119,10 @@ def check_search(config: DictConfig, loader: Any) -> Search:
     storage = settings.storage or default_storage(config)
     search = Search(settings, space, declared, fixed, seeds, "", storage, settings.n_trials, grid)
     name = settings.study_name or default_study_name(search)
-    _check(bool(re.fullmatch(r"[\w.\-]{1,100}", name)), "study_name", name, "1 to 100 letters, digits, '_', '.', '-'")
-    _check(
+    require_sweeper(
+        bool(re.fullmatch(r"[\w.\-]{1,100}", name)), "study_name", name, "1 to 100 letters, digits, '_', '.', '-'"
+    )
+    require_sweeper(
         storage != tracking_uri(config.mlflow.tracking_uri, Path.cwd()),
         "storage",
         redact(storage),
@@ -129,19 +131,16 @@ def check_search(config: DictConfig, loader: Any) -> Search:
     return replace(search, study_name=name)
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: allowed {allowed}")
-
-
 def check_settings(s: SearchConfig) -> None:
-    _check(s.sampler in SAMPLERS, "sampler", s.sampler, ", ".join(SAMPLERS))
-    _check(s.pruner in PRUNERS, "pruner", s.pruner, ", ".join(PRUNERS))
+    require_sweeper(s.sampler in SAMPLERS, "sampler", s.sampler, ", ".join(SAMPLERS))
+    require_sweeper(s.pruner in PRUNERS, "pruner", s.pruner, ", ".join(PRUNERS))
     for key in ("n_trials", "seeds_per_trial", "n_jobs", "n_startup_trials"):
-        _check(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
+        require_sweeper(getattr(s, key) >= 1, key, getattr(s, key), "an integer >= 1")
     for key in ("pruner_startup_trials", "pruner_warmup_steps"):
-        _check(getattr(s, key) >= 0, key, getattr(s, key), "an integer >= 0")
-    _check(s.sampler_seed is None or s.sampler_seed >= 0, "sampler_seed", s.sampler_seed, "null or an integer >= 0")
+        require_sweeper(getattr(s, key) >= 0, key, getattr(s, key), "an integer >= 0")
+    require_sweeper(
+        s.sampler_seed is None or s.sampler_seed >= 0, "sampler_seed", s.sampler_seed, "null or an integer >= 0"
+    )
 
 
 def check_value(config: DictConfig, loader: Any, fixed: list[str], name: str, text: str, value: Any) -> None:

@@ -166,8 +166,18 @@ def ui_address(
     return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/{page}"
 
 
-def open_store(uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """A client for `uri` and the id of `experiment` in it (created if needed), or one line saying why not."""
+def existing_store(uri: str) -> MlflowClient:
+    """A client on a store that must exist already (to read a report, to evaluate a run), or one line saying
+    why not: a missing SQLite file is a wrong folder, not a store to create."""
+    check_reachable(uri)
+    path = sqlite_path(uri)
+    if path is not None and not path.is_file():
+        raise TrackingUnavailable(f"no MLflow store at {redact(uri)} (run from the project folder or pass its URI)")
+    return MlflowClient(uri)
+
+
+def open_experiment(uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """A client for `uri` and the id of `experiment` in it (both created if needed), or one line saying why not."""
     check_reachable(uri)
     check_database(uri)
     path = sqlite_path(uri)
