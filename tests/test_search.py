@@ -163,7 +163,7 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
     assert parent.data.tags["best_params"] == '{"env.id": "CartPole-v1"}'
     assert parent.data.params["best.env.id"] == "CartPole-v1"  # the pick in the UI's Parameters tab
     report = (Path(parent.data.tags["sweep_dir"]) / "report.md").read_text()
-    assert "2 PRUNED" in report and len(re.findall(r"\| env.id=Acrobot-v1 \| [01] \| (500|1000) \|", report)) == 2
+    assert "2 PRUNED" in report and len(re.findall(r"\| env.id=Acrobot-v1 +\| [01] +\| (500|1000) +\|", report)) == 2
     assert "| env.id=CartPole-v1 " in report
 
 

@@ -8,7 +8,6 @@ the same race finished are read from MLflow instead of run again, so a stopped r
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 from pathlib import Path
@@ -24,11 +23,13 @@ from dqn.racing.elimination import Race, run_race
 from dqn.racing.plan import Plan, check_race
 from dqn.report.statistics import FINAL_SCORE
 from dqn.sweep_protocol import group_name, read_sweep, sweep_stopping, swept_keys
+from dqn.tables import write_csv
 from dqn.tracking.store import FolderLock, tracking_uri
 
 log = logging.getLogger("dqn")
 FALLBACK_SCORES = ("best_eval_return_mean", "eval_return_mean")  # as the task function scores a run without one
 TABLE = "race.csv"
+RACE_COLUMNS = ("round", "seeds", "config", "mean_rank", "p_gap_to_best", "dropped")
 TAG_LIMIT = 5000  # MLflow's tag values
 
 
@@ -111,14 +112,13 @@ class RaceSweep:
 
     def record(self, race: Race, plan: Plan, groups: list[str], parent: tuple[MlflowClient, Run] | None) -> None:
         """The race's table (race.csv: per round, each config's mean rank and p) and its outcome, on the parent."""
-        path = self.sweep_dir / TABLE
-        with path.open("w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["round", "seeds", "config", "mean_rank", "p_gap_to_best", "dropped"])
-            dropped = {(d.round, d.config) for d in race.drops}
-            for round_, (seeds, tested) in enumerate(race.tests, start=1):
-                for c, rank, p in tested:
-                    writer.writerow([round_, seeds, groups[c], f"{rank:.3f}", f"{p:.4g}", (round_, c) in dropped])
+        dropped = {(d.round, d.config) for d in race.drops}
+        rounds = [
+            {"round": round_, "seeds": seeds, "config": groups[c], "mean_rank": f"{rank:.3f}",
+             "p_gap_to_best": f"{p:.4g}", "dropped": (round_, c) in dropped}
+            for round_, (seeds, tested) in enumerate(race.tests, start=1) for c, rank, p in tested
+        ]  # fmt: skip
+        path = write_csv(rounds, self.sweep_dir / TABLE, RACE_COLUMNS)
         eliminated = "; ".join(
             f"{groups[d.config]}: round {d.round} at {d.seeds} seeds, mean rank {d.mean_rank:.2f} vs "
             f"{d.best_mean_rank:.2f} for {groups[d.best]} (p={d.p_value:.3g})"

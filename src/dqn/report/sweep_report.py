@@ -12,7 +12,6 @@ as seeds: they stopped early, and their score would not be a score of the config
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunTag
 
+from dqn import tables
 from dqn.report.design import Analysis, analyse, fmt_p, heatmap_grid, sensitivity
 from dqn.report.figures import grid_heatmap, sensitivity_curves, sweep_curves, sweep_finals
 from dqn.report.statistics import (
@@ -382,16 +382,13 @@ def pruned_table(pruned: tuple[PrunedRun, ...]) -> str:
     if not pruned:
         return ""
     lines = [
-        f"Pruned runs ({len(pruned)}, not counted as seeds): where each stopped and its last {LAST_SCORE}.",
-        "",
-        "| trial | group | seed | stopped at step | last eval_return_mean |",
-        "|---|---|---|---|---|",
-    ]
-    for run in sorted(pruned, key=lambda r: (r.trial, r.seed if r.seed is not None else -1)):
-        last = "-" if run.last_eval is None else f"{run.last_eval:.1f}"
-        seed = "-" if run.seed is None else run.seed
-        lines.append(f"| {run.trial} | {run.group.replace('|', '/')} | {seed} | {run.step or '-'} | {last} |")
-    return "\n".join(lines)
+        [str(run.trial), run.group, "-" if run.seed is None else str(run.seed), str(run.step or "-"),
+         "-" if run.last_eval is None else f"{run.last_eval:.1f}"]
+        for run in sorted(pruned, key=lambda r: (r.trial, r.seed if r.seed is not None else -1))
+    ]  # fmt: skip
+    header = ["trial", "group", "seed", "stopped at step", f"last {LAST_SCORE}"]
+    title = f"Pruned runs ({len(pruned)}, not counted as seeds): where each stopped and its last {LAST_SCORE}."
+    return f"{title}\n\n{tables.markdown_table(header, lines)}"
 
 
 def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -424,13 +421,8 @@ def score_label(seeds: list[SeedRun]) -> str:
 
 def write_csv(rows: list[GroupStats], path: Path) -> Path:
     """Full precision, empty cells where a statistic has no value; `seeds` holds every score, space-separated."""
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            cells = {key: "" if value is None else value for key, value in asdict(row).items()}
-            writer.writerow(cells | {"seeds": " ".join(repr(score) for score in row.seeds)})
-    return path
+    lines = [asdict(row) | {"seeds": " ".join(repr(score) for score in row.seeds)} for row in rows]
+    return tables.write_csv(lines, path, COLUMNS)
 
 
 def write_markdown(report: Report, path: Path) -> Path:
@@ -478,14 +470,7 @@ def _skipped_text(skipped: dict[str, int], before: str, after: str) -> str:
 
 
 def markdown_table(rows: list[GroupStats]) -> str:
-    """A markdown table padded to aligned columns, so the same text reads well in a terminal."""
-    cells = [list(COLUMNS)] + [[_cell(key, getattr(row, key), row) for key in COLUMNS] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    lines = [
-        "| " + " | ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)) + " |" for line in cells
-    ]
-    lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
-    return "\n".join(lines)
+    return tables.markdown_table(COLUMNS, [[_cell(key, getattr(row, key), row) for key in COLUMNS] for row in rows])
 
 
 def _cell(key: str, value: object, row: GroupStats) -> str:
@@ -496,7 +481,7 @@ def _cell(key: str, value: object, row: GroupStats) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.{DECIMALS.get(key, 1)}f}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def render(report: Report) -> str:

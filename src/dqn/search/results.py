@@ -7,7 +7,6 @@ its trials. The configs' seed-level comparison is `dqn.report.sweep_report`'s re
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import warnings
@@ -26,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
 from dqn.search.study import INTERRUPTED, SCORES, Search  # noqa: E402
 from dqn.search.trial import PRUNED  # noqa: E402
+from dqn.tables import markdown_table, write_csv  # noqa: E402
 from dqn.tracking.store import first_line  # noqa: E402
 
 log = logging.getLogger("dqn")
@@ -42,7 +42,7 @@ def write_results(
     best = best_trial(study)
     answer = evidence(trials, best, search)
     files = [
-        write_csv(rows, out_dir / "trials.csv"),
+        write_csv(rows, out_dir / "trials.csv", list(rows[0]) if rows else ["number"]),
         write_markdown(rows, answer, search, out_dir / "trials.md"),
     ]
     files += plots(study, out_dir)
@@ -122,14 +122,6 @@ def trial_row(trial: FrozenTrial, search: Search) -> dict[str, Any]:
     }
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> Path:
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]) if rows else ["number"])
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return path
-
-
 def write_markdown(rows: list[dict[str, Any]], answer: str, search: Search, path: Path) -> Path:
     counts = {state.name: sum(row["state"] == state.name for row in rows) for state in TrialState}
     summary = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
@@ -143,9 +135,7 @@ def write_markdown(rows: list[dict[str, Any]], answer: str, search: Search, path
         "",
     ]
     if rows:
-        header = list(rows[0])
-        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_cell(row[key]) for key in header) + " |" for row in rows]
+        lines.append(markdown_table(list(rows[0]), [[_cell(value) for value in row.values()] for row in rows]))
     lines += ["", "![Optimisation history](optimization_history.png)", "", "![Importances](param_importances.png)"]
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -156,7 +146,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def plots(study: optuna.Study, out_dir: Path) -> list[Path]:
