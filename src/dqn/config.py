@@ -292,6 +292,12 @@ def require(ok: bool, key: str, value: Any, allowed: str, prefix: str = "") -> N
         raise ConfigError(f"{prefix}{key}={shown} is invalid: allowed {allowed}")
 
 
+def first_line(error: BaseException) -> str:
+    """A library's message as a refusal's tail: MLflow's and SQLAlchemy's span many lines (SQL, hints)."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 require_sweeper = functools.partial(require, prefix="hydra.sweeper.")
 """`require` for a sweeper's settings (a search's, a race's), named as the command line sets them."""
 

@@ -1,6 +1,7 @@
 """What every layer knows about a sweep: the files in its folder (`sweep.json`, written by the launching
 process for its jobs; `STOP`, a stop request) and how a job's overrides name the config it shares with
-its other seeds. A leaf module: jobs, sweepers, the report and the commands all read it.
+its other seeds, and how a sweeper composes and checks a job's config before launching it. Core (it imports
+only dqn.config): jobs, sweepers, the report and the commands all read it.
 """
 
 from __future__ import annotations
@@ -8,9 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from dqn.config import ConfigError, first_line, validate
 
 SWEEP_FILE = "sweep.json"
 STOP_FILE = "STOP"
@@ -59,3 +63,18 @@ def read_sweep(sweep_dir: Path) -> dict[str, str] | None:
     """What the launching process wrote about the sweep's parent run, if anything."""
     path = sweep_dir / SWEEP_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def composed_job(config: DictConfig, loader: Any, overrides: list[str], label: str) -> DictConfig:
+    """A job's config as the launcher will compose it with `overrides`, validated as training will; otherwise
+    ConfigError in one line that starts with `label` (what was being checked: a search's value, a race's config)."""
+    try:
+        job = loader.load_sweep_config(config, overrides)
+        with open_dict(job):
+            del job["hydra"]
+        validate(OmegaConf.to_object(job))
+    except ConfigError as error:
+        raise ConfigError(f"{label} reaches {error}") from None
+    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
+        raise ConfigError(f"{label} fails: {first_line(error)}") from None
+    return job

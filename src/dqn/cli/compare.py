@@ -12,9 +12,10 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from dqn.config import first_line
 from dqn.report.sweep_report import ReportError, find_sweep, render, sweep_dir, write_report
 from dqn.sweep_protocol import read_sweep
-from dqn.tracking.store import TrackingUnavailable, existing_store, experiment_name, first_line, tracking_uri
+from dqn.tracking.store import TrackingUnavailable, existing_store, experiment_name, tracking_uri
 
 
 def main(argv: list[str] | None = None) -> int:

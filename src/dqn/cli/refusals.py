@@ -21,7 +21,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from hydra.types import RunMode
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from dqn.tracking.store import first_line
+from dqn.config import first_line
 
 TYPES = {
     int: "an integer",

@@ -20,10 +20,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from omegaconf import DictConfig, OmegaConf
 
-from dqn.config import ConfigError, RaceConfig, require_sweeper
+from dqn.config import ConfigError, RaceConfig, first_line, require_sweeper
 from dqn.racing.elimination import Rules
-from dqn.search.space import composed_job
-from dqn.tracking.store import first_line, folder_in_use
+from dqn.sweep_protocol import composed_job
+from dqn.tracking.store import folder_in_use
 
 NOT_TRAINING = ("mlflow", "resume", "trial", "seed")  # keys that do not change what a job trains
 

@@ -37,8 +37,8 @@ from dqn.tracking.store import (
     FolderLock,
     experiment_name,
     flatten,
-    git_commit,
     open_experiment,
+    origin_tags,
     redact,
     tracking_uri,
 )
@@ -57,15 +57,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     overrides = list(hydra_cfg.overrides.task)
     if settings.resume:  # a requeued job's overrides are already in its run's config
         return continue_run(client, settings, [] if requeued else overrides, out_dir)
-    commit = git_commit(root)
-    tags = {
-        "git_commit": commit,
-        "mlflow.source.git.commit": commit,
-        "hydra_overrides": redact(" ".join(overrides)),
-        "output_dir": str(out_dir.resolve()),
-        "dqn.role": "job",
-        "group": group_name(overrides),
-    }
+    tags = origin_tags("job", overrides, root) | {"output_dir": str(out_dir.resolve()), "group": group_name(overrides)}
     sweep = read_sweep(Path(hydra_cfg.sweep.dir)) if hydra_cfg.mode == RunMode.MULTIRUN else None
     if sweep is not None:
         tags |= {

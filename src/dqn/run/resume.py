@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dqn.config import (
     TrainConfig,
+    first_line,
     validate,
 )
 from dqn.migrations import migrate_config
@@ -30,7 +31,6 @@ from dqn.tracking.store import (
     LEASE_SECONDS,
     FolderLock,
     check_reachable,
-    first_line,
     flatten,
     folder_in_use,
     holder,

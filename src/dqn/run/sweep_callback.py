@@ -28,20 +28,20 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
 from dqn.config import OPTUNA_SWEEPER, RACE_SWEEPER, ConfigError
-from dqn.launchers import LauncherUnavailable, check_launcher
 from dqn.racing.plan import Plan, check_race, race_parent
 from dqn.redaction import redact_file, redact_logs
 from dqn.report.sweep_report import render, write_report
 from dqn.run.commands import resume_command, view_at
 from dqn.run.console import number_job_lines
+from dqn.run.preflight import LauncherUnavailable, check_launcher
 from dqn.search.study import Search, check_search, open_study
 from dqn.search.sweeper import study_parent
 from dqn.sweep_protocol import STOP_FILE, SWEEP_FILE, read_sweep, swept_keys
 from dqn.tracking.store import (
     TrackingUnavailable,
     experiment_name,
-    git_commit,
     open_experiment,
+    origin_tags,
     redact,
     tracking_uri,
 )
@@ -111,16 +111,8 @@ class MlflowSweepCallback(Callback):
             )
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         sweep_id = search.study_name if search is not None else self.sweep_dir.name  # one id: the folder's name
-        overrides = redact(" ".join(config.hydra.overrides.task))
-        commit = git_commit(root)
-        tags = {
-            "dqn.role": "sweep",
-            "sweep_id": sweep_id,
-            "sweep_dir": str(self.sweep_dir),
-            "hydra_overrides": overrides,
-            "git_commit": commit,
-            "mlflow.source.git.commit": commit,
-        }
+        tags = origin_tags("sweep", list(config.hydra.overrides.task), root)
+        tags |= {"sweep_id": sweep_id, "sweep_dir": str(self.sweep_dir)}
         if self.race is not None:  # a new race, or the earlier parent of the same race, which this command continues
             run = race_parent(self.client, experiment_id, self.race, tags)
             sweep_id = run.data.tags["sweep_id"]

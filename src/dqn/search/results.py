@@ -23,10 +23,10 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Param, Run  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from dqn.config import first_line  # noqa: E402
 from dqn.search.study import INTERRUPTED, SCORES, Search  # noqa: E402
 from dqn.search.trial import PRUNED  # noqa: E402
 from dqn.tables import markdown_table, write_csv  # noqa: E402
-from dqn.tracking.store import first_line  # noqa: E402
 
 log = logging.getLogger("dqn")
 ARTIFACTS = "search"  # the parent run's folder for these files

@@ -14,11 +14,9 @@ from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
-from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from dqn.config import ConfigError, validate
-from dqn.tracking.store import first_line
+from dqn.config import ConfigError, first_line
 
 Space = dict[str, BaseDistribution]
 
@@ -106,18 +104,3 @@ def override_value(value: Any) -> str:
 
 def quoted(text: str) -> str:
     return "'" + text.replace("'", "\\'") + "'"
-
-
-def composed_job(config: DictConfig, loader: Any, overrides: list[str], label: str) -> DictConfig:
-    """A job's config as the launcher will compose it with `overrides`, validated as training will; otherwise
-    ConfigError in one line that starts with `label` (what was being checked: a search's value, a race's config)."""
-    try:
-        job = loader.load_sweep_config(config, overrides)
-        with open_dict(job):
-            del job["hydra"]
-        validate(OmegaConf.to_object(job))
-    except ConfigError as error:
-        raise ConfigError(f"{label} reaches {error}") from None
-    except Exception as error:  # a key the schema lacks, a type it refuses: Hydra's and OmegaConf's errors
-        raise ConfigError(f"{label} fails: {first_line(error)}") from None
-    return job

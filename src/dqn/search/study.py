@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial
 
-from dqn.config import ConfigError, SearchConfig, require_sweeper
-from dqn.search.space import bounds, composed_job, grid_of, override_value, parse_space, quoted
+from dqn.config import ConfigError, SearchConfig, first_line, require_sweeper
+from dqn.search.space import bounds, grid_of, override_value, parse_space, quoted
 from dqn.search.trial import PRUNERS, rdb_storage
-from dqn.sweep_protocol import config_overrides
-from dqn.tracking.store import first_line, redact, sqlite_path, store_lock, tracking_uri
+from dqn.sweep_protocol import composed_job, config_overrides
+from dqn.tracking.store import redact, sqlite_path, store_lock, tracking_uri
 
 SAMPLERS: dict[str, Callable[[SearchConfig, dict[str, list[Any]], int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda s, grid, seed: optuna.samplers.TPESampler(n_startup_trials=s.n_startup_trials, seed=seed),

@@ -28,10 +28,9 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from dqn.config import TrainConfig
+from dqn.config import TrainConfig, first_line
 from dqn.stops import Pruned
 from dqn.tracking.recorder import Recorder
-from dqn.tracking.store import first_line
 
 log = logging.getLogger("dqn")
 EVALS = "evals_seed_"  # + seed: {str(step): eval_return_mean}, written by that seed's job only

@@ -24,9 +24,10 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.validation import MAX_METRICS_PER_BATCH, MAX_PARAMS_TAGS_PER_BATCH
 
+from dqn.config import first_line
 from dqn.redaction import redact
 from dqn.stops import StopRequested
-from dqn.tracking.store import TrackingUnavailable, first_line
+from dqn.tracking.store import TrackingUnavailable
 
 log = logging.getLogger("dqn")
 JOURNAL = "metrics.jsonl"

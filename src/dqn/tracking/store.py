@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from dqn.config import first_line
 from dqn.redaction import redact
 
 log = logging.getLogger("dqn")
@@ -81,14 +82,20 @@ def git_commit(cwd: Path) -> str:
     return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def origin_tags(role: str, overrides: list[str], root: Path) -> dict[str, str]:
+    """What every run we create says about where it came from: its role (`job` or `sweep`), the command's
+    overrides (passwords masked) and the code's commit, ours and MLflow's source tag."""
+    commit = git_commit(root)
+    return {
+        "dqn.role": role,
+        "hydra_overrides": redact(" ".join(overrides)),
+        "git_commit": commit,
+        "mlflow.source.git.commit": commit,
+    }
+
+
 class TrackingUnavailable(RuntimeError):
     """The tracking store cannot be reached, opened or written."""
-
-
-def first_line(error: BaseException) -> str:
-    """MLflow's and SQLAlchemy's messages span many lines (SQL, hints); a user gets the first."""
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

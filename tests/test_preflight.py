@@ -1,4 +1,4 @@
-"""dqn.launchers: a sweep its launcher cannot run is refused in one line naming what is missing."""
+"""dqn.run.preflight: a sweep its launcher cannot run is refused in one line naming what is missing."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from dqn.launchers import SLURM_LAUNCHER, LauncherUnavailable, check_launcher, slurm_partitions
+from dqn.run.preflight import SLURM_LAUNCHER, LauncherUnavailable, check_launcher, slurm_partitions
 from dqn.run.sweep_callback import refusing
 from tests.services import slurm_cluster  # noqa: F401 (a fixture)
 
