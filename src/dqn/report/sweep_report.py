@@ -198,7 +198,7 @@ def design_figures(analysis: Analysis, out_dir: Path, sweep_id: str) -> list[Pat
     files = []
     if len(analysis.design.varied()) == 2:
         rows, columns, iqms, solved = heatmap_grid(analysis.design)
-        title = f"Sweep {sweep_id}: IQM of the seeds' scores per config, and seeds solved"
+        title = f"Sweep {sweep_id}\nIQM of the seeds' scores per config, and seeds solved"
         files.append(grid_heatmap(iqms, solved, rows, columns, out_dir / "heatmap.png", title))
     title = f"Sweep {sweep_id}: sensitivity of the score to each key"
     files.append(sensitivity_curves(sensitivity(analysis.design), out_dir / "sensitivity.png", title))

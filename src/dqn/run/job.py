@@ -26,7 +26,7 @@ from dqn.report.figures import learning_curve
 from dqn.run.commands import view_at
 from dqn.run.naming import run_name
 from dqn.run.progress import Progress
-from dqn.run.resume import CHECKPOINT, RUN_RECORD, ResumeError, continue_run, live_process, requeued_run
+from dqn.run.resume import CHECKPOINT, RUN_RECORD, OpenedRun, ResumeError, continue_run, live_process, requeued_run
 from dqn.run.signals import Interrupted, StopRequest, stop_signals
 from dqn.search import trial
 from dqn.stops import Pruned, Stopped
@@ -46,11 +46,13 @@ from dqn.tracking.store import (
 log = logging.getLogger("dqn")
 
 
-def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path, requeued: bool = False):
+def open_run(
+    cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Path, requeued: bool = False
+) -> OpenedRun:
     """The job's recorder (a new run, or the resumed one), its config, its resume checkpoint, and the
     lock on the resumed run's previous folder (None for a new run)."""
     if not settings.mlflow.enabled:
-        return Recorder(None, None), cfg, None, None
+        return OpenedRun(Recorder(None, None), cfg, None, None)
     root = Path.cwd()
     uri = tracking_uri(settings.mlflow.tracking_uri, root)
     client, experiment_id = open_experiment(uri, experiment_name(settings.mlflow.experiment_name))
@@ -72,7 +74,7 @@ def open_run(cfg: DictConfig, settings: TrainConfig, hydra_cfg: Any, out_dir: Pa
     (out_dir / RUN_RECORD).write_text(json.dumps({"run_id": run.info.run_id, "tracking_uri": redact(uri)}))
     address = view_at(uri, experiment_id, run.info.run_id)
     log.info("run %s (%s) tracked at %s; %s", run.info.run_id, run.info.run_name, redact(uri), address)
-    return Recorder(client, run.info.run_id, out_dir), cfg, None, None
+    return OpenedRun(Recorder(client, run.info.run_id, out_dir), cfg, None, None)
 
 
 def run_job(cfg: DictConfig, hydra_cfg: Any) -> float | None:

@@ -9,6 +9,7 @@ import os
 import time
 from contextlib import suppress
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from mlflow import MlflowClient
@@ -180,7 +181,19 @@ def changes(before: DictConfig, after: DictConfig) -> dict[str, tuple[str, str]]
     return {k: (old.get(k, "-"), v) for k, v in new.items() if old.get(k) != v and k != "resume"}
 
 
-def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[str], out_dir: Path):
+class OpenedRun(NamedTuple):
+    """What a job trains into: a new run (`checkpoint` and `claimed` None) or a resumed one."""
+
+    recorder: Recorder
+    cfg: DictConfig
+    """The job's config: for a resumed run, its own config with this command's changes."""
+    checkpoint: dict | None
+    """The training checkpoint to continue from."""
+    claimed: FolderLock | None
+    """The lock on the resumed run's previous folder, held while this job works on the run."""
+
+
+def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[str], out_dir: Path) -> OpenedRun:
     """The resumed run's recorder, config and checkpoint: what its last process left unsent is sent,
     the config changes are recorded (config.yaml, a tag), and the run is RUNNING again."""
     cfg, checkpoint, run = resumed(client, settings.resume, overrides, out_dir)
@@ -215,7 +228,7 @@ def continue_run(client: MlflowClient, settings: TrainConfig, overrides: list[st
     recorder.load_history()
     log.info("resuming run %s at step %d%s", run.info.run_id, checkpoint["step"], f" with {changed}" if changed else "")
     log.info("run %s: %s", run.info.run_id, view_at(client.tracking_uri, run.info.experiment_id, run.info.run_id))
-    return recorder, cfg, checkpoint, lock
+    return OpenedRun(recorder, cfg, checkpoint, lock)
 
 
 def in_resumed_folder(args: list[str]) -> list[str]:
