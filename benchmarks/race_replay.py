@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from dqn.racing.elimination import Rules, run_race
 from dqn.report.design import analyse
 from dqn.report.statistics import stats_by_group, verdict
-from dqn.report.sweep_report import find_sweep, one_per_seed, search_all, seed_run
+from dqn.report.sweep_report import find_sweep, one_per_seed, seed_run, sweep_jobs
 from dqn.tracking.store import experiment_name
 
 
@@ -33,13 +33,7 @@ def main() -> None:
 
     client = MlflowClient(args.tracking_uri)
     parent = find_sweep(client, args.experiment, args.sweep_id)
-    jobs = search_all(
-        client,
-        parent.info.experiment_id,
-        f"tags.sweep_id = '{parent.data.tags['sweep_id']}' and tags.`dqn.role` = 'job'",
-        ["attributes.start_time ASC"],
-    )
-    jobs, _ = one_per_seed(jobs)
+    jobs, _ = one_per_seed(sweep_jobs(client, parent))
     finished = [job for job in jobs if job.info.status == "FINISHED"]
     runs = {(seed.group, seed.seed): (seed, job) for job in finished for seed in [seed_run(client, job)]}
     groups = sorted({group for group, _ in runs})

@@ -125,6 +125,13 @@ def search_all(client: MlflowClient, experiment_id: str, filter_string: str, ord
             return runs
 
 
+def sweep_jobs(client: MlflowClient, parent: Run) -> list[Run]:
+    """Every job run of the sweep (or search, or race) of `parent`, oldest first."""
+    sweep_id = parent.data.tags["sweep_id"]
+    where = f"tags.sweep_id = '{sweep_id}' and tags.`dqn.role` = 'job'"
+    return search_all(client, parent.info.experiment_id, where, ["attributes.start_time ASC"])
+
+
 def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Report:
     """Report the sweep of parent run `parent_run_id` into `out_dir` and log the four files to that run.
 
@@ -134,13 +141,7 @@ def write_report(client: MlflowClient, parent_run_id: str, out_dir: Path) -> Rep
     sweep_id = parent.data.tags.get("sweep_id")
     if sweep_id is None:
         raise ReportError(f"run {parent_run_id} is not a sweep: it has no sweep_id tag")
-    jobs = search_all(
-        client,
-        parent.info.experiment_id,
-        f"tags.sweep_id = '{sweep_id}' and tags.`dqn.role` = 'job'",
-        ["attributes.start_time ASC"],
-    )
-    jobs, left_out = one_per_seed(jobs)
+    jobs, left_out = one_per_seed(sweep_jobs(client, parent))
     seeds = [seed_run(client, job) for job in jobs]
     pruned = tuple(pruned_run(client, job) for job in jobs if is_pruned(job))
     skipped = dict(Counter(seed.status for seed in seeds if seed.status != "FINISHED"))
