@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
-from dqn.sweep_protocol import group_name
+from dqn.sweep_protocol import group_name, swept_keys
 from tests.conftest import runs_of
 from tests.services import MlflowServer, clean_env
 
@@ -59,6 +60,15 @@ def test_group_is_the_swept_overrides_minus_the_seed():
 
 
 @pytest.mark.slow
+def test_swept_keys_are_those_with_several_values_on_the_command_line_or_in_params():
+    """sweep=exercise_local_optimum selects its agent by a one-valued param: that key is fixed, not swept."""
+    config = OmegaConf.create({"hydra": {
+        "overrides": {"task": ["batch_size=32,128", "total_steps=1000", "sweep=exercise_local_optimum"]},
+        "sweeper": {"params": {"experiment": "exercise", "lr": "0.0001,0.001", "seed": "range(3)"}},
+    }})  # fmt: skip
+    assert swept_keys(config) == ["batch_size", "lr", "seed"]
+
+
 def test_sequential_sweep_nests_jobs_under_one_parent_with_a_report(project, store):
     done = sweep(project, "seed=0,1", "batch_size=64,128")
     assert done.returncode == 0, done.stderr[-2000:]

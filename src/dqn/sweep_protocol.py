@@ -47,11 +47,12 @@ def group_name(overrides: list[str], swept: Iterable[str] | None = None) -> str:
 
 
 def swept_keys(config: DictConfig) -> list[str]:
-    """Keys the sweep varies: sweep overrides on the command line and the sweeper's `params`."""
-    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-    keys = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
-    keys |= set(config.hydra.sweeper.get("params") or {})
-    return sorted(keys)
+    """Keys the sweep varies: sweep overrides on the command line and in the sweeper's `params`. A key set to
+    one value there (`experiment: exercise`) is fixed, not swept: it names no group."""
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [*config.hydra.overrides.task, *(f"{key}={value}" for key, value in params.items())]
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return sorted({o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()})
 
 
 def sweep_stopping(sweep_dir: Path) -> bool:
