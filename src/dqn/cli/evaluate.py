@@ -27,7 +27,8 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig, OmegaConf
 
-from dqn.config import SEED_LIMIT, ConfigError, TrackingConfig, check_env, describe, register_resolvers, require
+from dqn.cli.help import describe
+from dqn.config import SEED_LIMIT, ConfigError, TrackingConfig, check_env, register_resolvers, require
 from dqn.environment import SOLVED, make_env
 from dqn.estimator import ActionValueEstimator
 from dqn.policy import Episode, Summary, evaluate_episodes, outcome, summarize_episodes
@@ -207,12 +208,12 @@ def evaluate_command(settings: EvaluateConfig, out_dir: Path) -> Summary:
     return summary
 
 
-def register_configs() -> None:
+def register_evaluate_schema() -> None:
     """Store the schema as `evaluate_schema`, the first entry of conf/evaluate.yaml's defaults."""
     ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 
 
-register_configs()
+register_evaluate_schema()
 register_resolvers()
 HELP = """python -m dqn.cli.evaluate: score trained weights over many greedy episodes, optionally film them.
 

@@ -16,12 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from dqn.cli.help import describe
 from dqn.cli.refusals import check_command_line
 from dqn.config import (
     ConfigError,
     SearchConfig,
     TrainConfig,
-    describe,
     register_configs,
     register_resolvers,
 )
