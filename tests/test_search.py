@@ -136,6 +136,7 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
         f"hydra.sweeper.pruner={pruner}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "\nSearch run " in done.stdout and "Sweep run" not in done.stdout  # the last line names what ran
     state = {t.params["env.id"]: t for t in trials(project, "prune")[1:]}
     assert state["CartPole-v1"].state == TrialState.COMPLETE and state["Acrobot-v1"].state == TrialState.PRUNED
     assert state["Acrobot-v1"].user_attrs["pruned"]["step"] == 500

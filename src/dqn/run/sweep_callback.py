@@ -145,7 +145,8 @@ class MlflowSweepCallback(Callback):
             report = write_report(self.client, self.parent_id, self.sweep_dir)
             parent = self.client.get_run(self.parent_id)
             address = view_at(self.client.tracking_uri, parent.info.experiment_id, self.parent_id)
-            print(f"\n{render(report)}\nSweep run {self.parent_id}: {address}", flush=True)
+            kind = "Search" if self.study is not None else "Race" if self.race is not None else "Sweep"
+            print(f"\n{render(report)}\n{kind} run {self.parent_id}: {address}", flush=True)
         except Exception as error:  # a report problem must not leave the parent RUNNING
             log.warning("sweep report failed: %s", error)
             self.client.set_tag(self.parent_id, "report_error", redact(str(error))[:5000])
