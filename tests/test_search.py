@@ -164,7 +164,10 @@ def test_a_trial_that_falls_behind_is_pruned_and_its_jobs_stop_at_that_evaluatio
     assert parent.data.tags["best_params"] == '{"env.id": "CartPole-v1"}'
     assert parent.data.params["best.env.id"] == "CartPole-v1"  # the pick in the UI's Parameters tab
     report = (Path(parent.data.tags["sweep_dir"]) / "report.md").read_text()
-    assert "2 PRUNED" in report and len(re.findall(r"\| env.id=Acrobot-v1 +\| [01] +\| (500|1000) +\|", report)) == 2
+    pruned_table = report.split("Pruned runs (2, not counted as seeds)")[1]  # where each seed stopped
+    rows = re.findall(r"\| \d+ +\| env.id=Acrobot-v1 +\| ([01]) +\| (\d+|-) +\|", pruned_table)
+    assert "2 PRUNED" in report and sorted(seed for seed, _ in rows) == ["0", "1"]
+    assert sorted(int(step) for _, step in rows if step != "-")[:1] == [500]  # as the runs' tags say, above
     assert "| env.id=CartPole-v1 " in report
 
 
